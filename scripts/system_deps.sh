@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Debian packages the tests and benchmarks need: espeak-ng speaks the multilingual test sentences.
+set -euo pipefail
+missing=()
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "==> installing Debian packages: ${missing[*]}"
+sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,129 @@
+"""Server bootstrap shared by every service: one factory, one ``serve`` entrypoint.
+
+``ChorusServer`` binds first and reports NOT_SERVING through the official health service while
+the model loads, SERVING once it is ready, and NOT_SERVING again while draining on SIGTERM, so
+Kubernetes probes, Envoy health checks and ``make run`` all read the same truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptor import ServiceInterceptor
+from services.common.logs import configure_logging
+from services.common.metrics import serve_metrics
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A gRPC service to host: its full name (for health and reflection) and how to add it."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+class ChorusServer:
+    """A grpc.aio server with health, reflection, metrics, limits and graceful shutdown."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        services: Sequence[ServiceDefinition],
+        warm_up: Callable[[], Awaitable[None]] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._services = list(services)
+        self._warm_up = warm_up
+        self._close = close
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server = grpc.aio.server(
+            interceptors=[ServiceInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ],
+        )
+
+    async def _set_status(self, status: int) -> None:
+        await self.health.set("", status)
+        for service in self._services:
+            await self.health.set(service.name, status)
+
+    async def start(self) -> int:
+        """Bind and start answering (NOT_SERVING until ``warm_up`` is done); returns the port."""
+        for service in self._services:
+            service.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        await self._set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.reflection:
+            names = [s.name for s in self._services]
+            names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self._server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        await self._server.start()
+        if self.settings.metrics_port is not None:
+            serve_metrics(self.settings.host, self.settings.metrics_port)
+        return self.port
+
+    async def warm_up(self) -> None:
+        """Load what must be loaded, then report SERVING."""
+        if self._warm_up is not None:
+            await self._warm_up()
+        await self._set_status(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING at once, refuse new calls, let in-flight calls finish."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self._close is not None:
+            await self._close()
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+
+def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer]) -> None:
+    """Entrypoint of a service process: log, start, warm up, run until SIGTERM/SIGINT, drain."""
+    configure_logging(settings.log_level, settings.log_json, service=name)
+
+    async def main() -> None:
+        server = build()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port = await server.start()
+        log.info("%s listening on %s:%d (loading)", name, settings.host, port)
+        warm = asyncio.create_task(server.warm_up())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({warm, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if warm.done():
+            warm.result()
+            log.info("%s SERVING on %s:%d", name, settings.host, port)
+            await stopper
+        else:
+            warm.cancel()
+        log.info("%s draining (grace %.0f s)", name, settings.grace_seconds)
+        await server.stop()
+        log.info("%s stopped", name)
+
+    asyncio.run(main())

@@ -1,0 +1,49 @@
+"""Run the STT service: ``python -m services.stt`` (configured by CHORUS_STT_* variables)."""
+
+from chorus.v1 import stt_pb2, stt_pb2_grpc
+
+from services.common.models import ModelManager
+from services.common.server import ChorusServer, ServiceDefinition, serve
+from services.common.workers import WorkerPool
+from services.stt.backends import loader_for
+from services.stt.servicer import SpeechToTextServicer
+from services.stt.settings import SttSettings
+
+SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
+
+
+def build_server(settings: SttSettings) -> ChorusServer:
+    models = ModelManager(
+        {model: loader_for(settings, model) for model in settings.all_models()},
+        default=settings.model,
+        idle_unload_seconds=settings.idle_unload_seconds,
+    )
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="stt")
+    decoders = WorkerPool(settings.max_decodes, settings.max_queue, name="decode")
+    servicer = SpeechToTextServicer(settings, models, workers, decoders)
+
+    async def warm_up() -> None:
+        if settings.preload:
+            await models.load(models.default)
+        models.start_reaper()
+
+    async def close() -> None:
+        await models.close()
+        workers.shutdown()
+        decoders.shutdown()
+
+    return ChorusServer(
+        settings,
+        [ServiceDefinition(SERVICE_NAME, lambda s: stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, s))],
+        warm_up=warm_up,
+        close=close,
+    )
+
+
+def main() -> None:
+    settings = SttSettings()
+    serve("stt", settings, lambda: build_server(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Cuts a live audio stream into speech segments with voice activity detection.
+
+Audio is appended as it arrives; ``poll`` decides what to transcribe next: a partial hypothesis
+of the segment still being spoken (every ``partial_interval`` seconds of new audio), or a final
+one when Silero VAD (shipped with faster-whisper) sees a pause after speech, the segment reaches
+Whisper's window, or the stream ends. Leading silence is dropped so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+SAMPLE_RATE = 16_000
+_KEEP_BEFORE_SPEECH = int(0.3 * SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A piece of audio to transcribe: ``start`` is its offset in the stream, in seconds."""
+
+    audio: np.ndarray
+    start: float
+    is_final: bool
+
+
+class Segmenter:
+    """Holds the audio of the open segment. ``append`` and ``poll`` may run on different threads."""
+
+    def __init__(
+        self,
+        partial_interval: float,
+        silence: float,
+        max_segment: float,
+        threshold: float = 0.5,
+    ) -> None:
+        self._partial_every = int(partial_interval * SAMPLE_RATE)
+        self._silence = int(silence * SAMPLE_RATE)
+        self._max_segment = int(max_segment * SAMPLE_RATE)
+        self._vad = VadOptions(
+            threshold=threshold, min_silence_duration_ms=int(silence * 1000), speech_pad_ms=100
+        )
+        self._lock = threading.Lock()
+        self._incoming: list[np.ndarray] = []
+        self._buffer = np.zeros(0, np.float32)
+        self._offset = 0  # samples of the stream before the buffer
+        self._partial_at = 0  # buffer length at the last partial
+        self.received = 0  # samples received in all
+
+    @property
+    def received_seconds(self) -> float:
+        return self.received / SAMPLE_RATE
+
+    def append(self, samples: np.ndarray) -> None:
+        with self._lock:
+            self._incoming.append(samples)
+            self.received += samples.shape[0]
+
+    def poll(self, end_of_stream: bool = False) -> Work | None:
+        """The next piece of work, or None when nothing is due yet."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        if incoming:
+            self._buffer = np.concatenate([self._buffer, *incoming])
+        if self._buffer.size == 0:
+            return None
+        speech = get_speech_timestamps(self._buffer, self._vad)
+        if not speech:
+            if end_of_stream:
+                self._drop(self._buffer.size)
+            elif self._buffer.size > _KEEP_BEFORE_SPEECH:
+                self._drop(self._buffer.size - _KEEP_BEFORE_SPEECH)
+            return None
+        if speech[0]["start"] > _KEEP_BEFORE_SPEECH:
+            self._drop(speech[0]["start"] - _KEEP_BEFORE_SPEECH)
+            return self.poll(end_of_stream)
+        speech_end = speech[-1]["end"]
+        paused = self._buffer.size - speech_end >= self._silence
+        if end_of_stream or paused or self._buffer.size >= self._max_segment:
+            cut = self._buffer.size if end_of_stream else min(self._buffer.size, speech_end)
+            return self._close(cut)
+        if self._buffer.size - self._partial_at >= self._partial_every:
+            self._partial_at = self._buffer.size
+            return Work(self._buffer.copy(), self._offset / SAMPLE_RATE, is_final=False)
+        return None
+
+    def _close(self, cut: int) -> Work:
+        work = Work(self._buffer[:cut].copy(), self._offset / SAMPLE_RATE, is_final=True)
+        self._drop(cut)
+        return work
+
+    def _drop(self, count: int) -> None:
+        self._buffer = self._buffer[count:]
+        self._offset += count
+        self._partial_at = 0

@@ -1,0 +1,48 @@
+"""Run the TTS service: ``python -m services.tts`` (configured by CHORUS_TTS_* variables)."""
+
+from chorus.v1 import tts_pb2, tts_pb2_grpc
+
+from services.common.models import ModelManager
+from services.common.server import ChorusServer, ServiceDefinition, serve
+from services.common.workers import WorkerPool
+from services.tts.backends import build_catalog
+from services.tts.servicer import TextToSpeechServicer
+from services.tts.settings import TtsSettings
+
+SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
+
+
+def build_server(settings: TtsSettings) -> ChorusServer:
+    catalog = build_catalog(settings)
+    models = ModelManager(
+        catalog.loaders,
+        default=catalog.model_of[catalog.default_voice],
+        idle_unload_seconds=settings.idle_unload_seconds,
+    )
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="tts")
+    servicer = TextToSpeechServicer(settings, catalog, models, workers)
+
+    async def warm_up() -> None:
+        if settings.preload:
+            await models.load(models.default)
+        models.start_reaper()
+
+    async def close() -> None:
+        await models.close()
+        workers.shutdown()
+
+    return ChorusServer(
+        settings,
+        [ServiceDefinition(SERVICE_NAME, lambda s: tts_pb2_grpc.add_TextToSpeechServicer_to_server(servicer, s))],
+        warm_up=warm_up,
+        close=close,
+    )
+
+
+def main() -> None:
+    settings = TtsSettings()
+    serve("tts", settings, lambda: build_server(settings))
+
+
+if __name__ == "__main__":
+    main()

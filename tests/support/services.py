@@ -1,0 +1,50 @@
+"""Start real service processes on loopback for tests, one per configuration per session."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.launcher import SUITE, ServiceProcess, ServiceSpec, free_port
+
+SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in SUITE}
+
+
+@contextmanager
+def running(name: str, env: Mapping[str, str], log_dir: Path, tag: str = "") -> Iterator[ServiceProcess]:
+    """A started, SERVING service process; SIGTERM-stopped afterwards."""
+    spec = SPECS[name]
+    log_path = log_dir / f"{name}{'-' + tag if tag else ''}.log"
+    proc = ServiceProcess(spec, free_port(), free_port(), env=dict(env), log_path=log_path)
+    proc.start()
+    try:
+        proc.wait_ready()
+        yield proc
+    except BaseException:
+        print(log_path.read_text(errors="replace")[-5000:] if log_path.exists() else "(no log)")
+        raise
+    finally:
+        proc.stop()
+
+
+def scrape(proc: ServiceProcess) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(2))
+    return total

@@ -1,0 +1,78 @@
+"""Speech for tests: espeak-ng for other languages, audio helpers, word overlap."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def espeak(text: str, voice: str, path: Path) -> bytes:
+    """Speak ``text`` with espeak-ng (Debian package) into a WAV file and return its bytes."""
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True)
+    return path.read_bytes()
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """Mono int16 (or float in [-1, 1]) samples as a WAV file."""
+    if samples.dtype != np.int16:
+        samples = np.clip(samples * 32767, -32768, 32767).astype(np.int16)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+def read_wav(data: bytes) -> tuple[np.ndarray, int]:
+    with wave.open(io.BytesIO(data)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
+
+
+def reencode(wav: bytes, fmt: str, codec: str, rate: int) -> bytes:
+    """Re-encode a WAV into another container/codec with PyAV (as a browser or phone would)."""
+    samples, src_rate = read_wav(wav)
+    out = io.BytesIO()
+    with av.open(out, "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = src_rate
+        for f in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(f):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def decode_any(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode any container to mono float32 at its own rate."""
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = [
+            f.to_ndarray().reshape(-1)
+            for frame in container.decode(stream)
+            for f in resampler.resample(frame)
+        ]
+    return np.concatenate(chunks), rate
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def word_overlap(reference: str, hypothesis: str) -> float:
+    """Share of the reference's words that appear in the hypothesis."""
+    ref, hyp = words(reference), set(words(hypothesis))
+    return sum(w in hyp for w in ref) / max(len(ref), 1)
