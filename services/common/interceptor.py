@@ -32,11 +32,21 @@ def _request_id_from(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-async def _abort_for(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+def _status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ChorusError):
-        await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
-    log.exception("unhandled error")
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+        return exc.code, exc.message
+    log.error("unhandled error", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error; see the service log"
+
+
+async def _abort_for(exc: BaseException, scope: _CallScope) -> None:
+    """Record the call's outcome, then send the status (metrics first: a client that reads
+    them right after its error must see it counted)."""
+    code, message = _status_for(exc)
+    scope.close(code.name)
+    if isinstance(exc, ChorusError):
+        await scope.context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
+    await scope.context.abort(code, message)
 
 
 def _status_name(context: grpc.aio.ServicerContext) -> str:
@@ -92,30 +102,33 @@ class _CallScope:
         self.started = time.perf_counter()
         rid = _request_id_from(context)
         self.token = request_id.set(rid)
+        self.closed = False
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         metrics.IN_FLIGHT.labels(method).inc()
 
-    def close(self, cancelled: bool = False) -> None:
-        code = "CANCELLED" if cancelled else _status_name(self.context)
+    def close(self, code: str | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        code = code or _status_name(self.context)
         metrics.IN_FLIGHT.labels(self.method).dec()
         metrics.REQUESTS.labels(self.method, code).inc()
         metrics.LATENCY.labels(self.method).observe(time.perf_counter() - self.started)
-        request_id.reset(self.token)
 
 
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         scope = _CallScope(method, context)
-        cancelled = False
         try:
             return await inner(request, context)
-        except BaseException as exc:  # noqa: BLE001 - every error must become a status
-            if isinstance(exc, _PASS_THROUGH):
-                cancelled = not isinstance(exc, grpc.aio.AbortError)
-                raise
-            await _abort_for(exc, context)
+        except _PASS_THROUGH as exc:
+            scope.close(None if isinstance(exc, grpc.aio.AbortError) else "CANCELLED")
+            raise
+        except Exception as exc:  # every error must become a status
+            await _abort_for(exc, scope)
         finally:
-            scope.close(cancelled)
+            request_id.reset(scope.token)
+            scope.close()
 
     return handle
 
@@ -123,19 +136,24 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
 def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         scope = _CallScope(method, context)
-        cancelled = False
         try:
             async for response in inner(request, context):
                 yield response
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, _PASS_THROUGH) or isinstance(exc, GeneratorExit):
-                cancelled = not isinstance(exc, grpc.aio.AbortError)
-                raise
-            await _abort_for(exc, context)
+        except (*_PASS_THROUGH, GeneratorExit) as exc:
+            scope.close(None if isinstance(exc, grpc.aio.AbortError) else "CANCELLED")
+            raise
+        except Exception as exc:  # every error must become a status
+            await _abort_for(exc, scope)
         finally:
-            scope.close(cancelled)
+            request_id.reset(scope.token)
+            scope.close()
 
     return handle
 
 
-_PASS_THROUGH = (grpc.aio.AbortError, asyncio.CancelledError, KeyboardInterrupt, SystemExit)
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    grpc.aio.AbortError,
+    asyncio.CancelledError,
+    KeyboardInterrupt,
+    SystemExit,
+)
