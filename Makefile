@@ -8,13 +8,14 @@ export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)
 PROTOS := $(wildcard protos/chorus/v1/*.proto)
 GEN_STAMP := gen/.stamp
 
-.PHONY: env system-deps protos run test bench lint clean help
+.PHONY: env system-deps protos run test bench lint clean help envoy-validate
 
 help:
 	@echo "make run    start the whole suite on 127.0.0.1 and print its addresses"
 	@echo "make test   run the test suite"
 	@echo "make bench  run the benchmarks (bench/)"
 	@echo "make lint   ruff"
+	@echo "make envoy-validate  render deploy/envoy for local and container use; envoy --mode validate both"
 
 env: $(VENV)/.ready
 
@@ -32,16 +33,25 @@ $(GEN_STAMP): $(PROTOS) scripts/gen_protos.py $(VENV)/.ready
 	@touch $@
 
 run: env protos
-	$(PY) -m services.launcher
+	CHORUS_ENVOY=$(ENVOY) $(PY) -m services.launcher
 
 test: env system-deps protos
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: env system-deps protos
 	$(PY) bench/speech.py
+	$(PY) bench/speech_api.py
+	$(PY) bench/models.py
+	$(PY) bench/turn.py
+	$(PY) bench/gateway.py
 
 lint: env
-	$(PY) -m ruff check services tests bench scripts
+	$(PY) -m ruff check services gateway deploy tests bench scripts
+
+# The Envoy config (deploy/envoy/envoy.yaml.j2), rendered both ways and checked by the real binary.
+envoy-validate: env
+	$(PY) -m deploy.envoy.render --mode local --validate
+	$(PY) -m deploy.envoy.render --mode container --validate
 
 clean:
 	rm -rf gen .pytest_cache

@@ -6,6 +6,11 @@ set -euo pipefail
 venv="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 [ -f "$venv/.ready" ] && exit 0
+mkdir -p "$(dirname "$venv")"
+# One build per environment at a time: a second `make` waits for the first instead of wiping it.
+exec 9>"$venv.lock"
+flock 9
+[ -f "$venv/.ready" ] && exit 0
 
 python="${PYTHON:-python3}"
 tmp="$venv"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the tests and benchmarks need: espeak-ng speaks the multilingual test sentences.
+# Debian packages the tests and benchmarks need: espeak-ng speaks the multilingual test sentences;
+# chromium is the browser Playwright drives in tests/test_browser.py (never `playwright install`).
 set -euo pipefail
 missing=()
 command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "==> installing Debian packages: ${missing[*]}"
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

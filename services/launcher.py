@@ -8,12 +8,15 @@ with the same ``ServiceProcess`` class.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +34,24 @@ class ServiceSpec:
     env_prefix: str
     port: int
     metrics_port: int
+    defaults: Mapping[str, str] = field(default_factory=dict)
+    """Settings for the offline suite, used unless the environment sets them."""
+    http_ready: str | None = None
+    """For an HTTP service (the gateway): the path that answers 200 when it is ready."""
 
 
 SUITE = (
     ServiceSpec("stt", "services.stt", "CHORUS_STT_", 50051, 9151),
     ServiceSpec("tts", "services.tts", "CHORUS_TTS_", 50052, 9152),
+    ServiceSpec("llm", "services.llm", "CHORUS_LLM_", 50053, 9153),
+    # The offline image model is a tiny random-weight pipeline: keep its pictures small and fast.
+    ServiceSpec(
+        "image", "services.image", "CHORUS_IMAGE_", 50054, 9154,
+        defaults={"CHORUS_IMAGE_DEFAULT_WIDTH": "128", "CHORUS_IMAGE_DEFAULT_HEIGHT": "128",
+                  "CHORUS_IMAGE_DEFAULT_STEPS": "8"},
+    ),
+    ServiceSpec("orchestrator", "services.orchestrator", "CHORUS_ORCH_", 50055, 9155),
+    ServiceSpec("gateway", "gateway", "CHORUS_GATEWAY_", 8000, 0, http_ready="/readyz"),
 )
 
 
@@ -63,7 +79,7 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        env = dict(os.environ)
+        env = {**self.spec.defaults, **os.environ}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "gen"), str(ROOT), env.get("PYTHONPATH", "")])
         env[f"{self.spec.env_prefix}HOST"] = "127.0.0.1"
         env[f"{self.spec.env_prefix}PORT"] = str(self.port)
@@ -81,6 +97,14 @@ class ServiceProcess:
 
     def health(self, timeout: float = 1.0) -> int | None:
         """The health status, or None when the server does not answer."""
+        if self.spec.http_ready:
+            try:
+                with urllib.request.urlopen(f"http://{self.address}{self.spec.http_ready}", timeout=timeout):
+                    return health_pb2.HealthCheckResponse.SERVING
+            except urllib.error.HTTPError:
+                return health_pb2.HealthCheckResponse.NOT_SERVING
+            except (urllib.error.URLError, OSError):
+                return None
         with grpc.insecure_channel(self.address) as channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
@@ -119,17 +143,21 @@ class ServiceProcess:
 
 
 def main() -> int:
+    """Start the suite: model services, then (with CHORUS_ENVOY=1) Envoy in front of them, then
+    the orchestrator (through Envoy when it runs); stop everything on Ctrl-C or SIGTERM."""
     run_dir = ROOT / ".run"
     run_dir.mkdir(exist_ok=True)
-    processes = [
-        ServiceProcess(spec, spec.port, spec.metrics_port, log_path=run_dir / f"{spec.name}.log")
+    use_envoy = os.environ.get("CHORUS_ENVOY", "") not in ("", "0")
+    processes = {
+        spec.name: ServiceProcess(spec, spec.port, spec.metrics_port, log_path=run_dir / f"{spec.name}.log")
         for spec in SUITE
-    ]
-    for proc in processes:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", proc.port)) == 0:
-                print(f"port {proc.port} for {proc.spec.name} is already in use", file=sys.stderr)
-                return 1
+    }
+    busy = [p for p in processes.values() if _port_in_use(p.port)]
+    if busy:
+        for proc in busy:
+            print(f"port {proc.port} for {proc.spec.name} is already in use", file=sys.stderr)
+        return 1
+
     stopping = False
 
     def stop(*_: object) -> None:
@@ -137,31 +165,58 @@ def main() -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    try:
-        for proc in processes:
-            proc.start()
-        print("starting Chorus (first start joins and loads model weights) ...", flush=True)
-        for proc in processes:
-            proc.wait_ready()
-            print(
-                f"  {proc.spec.name:<6} grpc://{proc.address}   metrics http://127.0.0.1:"
-                f"{proc.metrics_port}/metrics   log {proc.log_path}",
-                flush=True,
-            )
-        print("Chorus is SERVING. Press Ctrl-C to stop.", flush=True)
-        while not stopping:
-            if any(p.process and p.process.poll() is not None for p in processes):
-                print("a service exited; stopping the rest (see .run/*.log)", file=sys.stderr)
-                return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        print("\nstopping ...", flush=True)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in processes:
-            proc.stop()
+    models = [p for name, p in processes.items() if name not in ("orchestrator", "gateway")]
+    orchestrator, gateway = processes["orchestrator"], processes["gateway"]
+    with contextlib.ExitStack() as stack:
+        try:
+            print("starting Chorus (the first start joins and loads model weights) ...", flush=True)
+            for proc in models:
+                stack.callback(proc.stop)
+                proc.start()
+            for proc in models:
+                proc.wait_ready(600)
+                _print_ready(proc)
+            if use_envoy:
+                from deploy.envoy.local import running_envoy
+
+                envoy = stack.enter_context(
+                    running_envoy({p.spec.name: [p] for p in models}, run_dir, listen_port=10000, admin_port=9901)
+                )
+                print(f"  {'envoy':<12} grpc://{envoy.address}   admin http://127.0.0.1:9901", flush=True)
+                orchestrator.env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
+                gateway.env = {"CHORUS_GATEWAY_ENVOY_ADDRESS": envoy.address}
+            stack.callback(orchestrator.stop)
+            orchestrator.start().wait_ready()
+            _print_ready(orchestrator)
+            stack.callback(gateway.stop)
+            gateway.start().wait_ready()
+            print(f"  {'gateway':<12} http://{gateway.address}/v1 (OpenAI-compatible)   log {gateway.log_path}")
+            print(f"\nChorus is SERVING: open http://{gateway.address}/api/interface/", flush=True)
+            print("Press Ctrl-C to stop.", flush=True)
+            while not stopping:
+                if any(p.process and p.process.poll() is not None for p in processes.values()):
+                    print("a service exited; stopping the rest (see .run/*.log)", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("\nstopping ...", flush=True)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _print_ready(proc: ServiceProcess) -> None:
+    print(
+        f"  {proc.spec.name:<12} grpc://{proc.address}   metrics http://127.0.0.1:"
+        f"{proc.metrics_port}/metrics   log {proc.log_path}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 from chorus.v1 import stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from services.launcher import ServiceProcess
+from tests.support.openai_speech_server import OpenAISpeechServer
 from tests.support.services import running
 from tests.support.tiny_coqui import build_tiny_coqui_model
 from tests.support.tiny_whisper import build_tiny_openai_whisper
@@ -46,10 +47,49 @@ def stt_openai_whisper(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield p
 
 
-@pytest.fixture(scope="session", params=["faster-whisper", "openai-whisper"])
+# The key the loopback OpenAI-compatible server demands; it must never reach a service's log.
+OPENAI_API_KEY = "sk-chorus-test-5f1c8e0a9b7d4e2f"
+
+
+@pytest.fixture(scope="session")
+def openai_speech_server() -> Iterator[OpenAISpeechServer]:
+    """An OpenAI-compatible speech API on loopback (faster-whisper base + Piper), for the
+    openai-api backends: the real ``openai`` client speaks the real wire protocol to it."""
+    with OpenAISpeechServer(
+        api_key=OPENAI_API_KEY, stt_models={"whisper-base": "whisper-base"}, beam_size=1
+    ) as server:
+        yield server
+
+
+def stt_openai_api_env(server: OpenAISpeechServer, key_file: Path) -> dict[str, str]:
+    """Environment of an STT service on the openai-api backend (the key read from a file)."""
+    return {
+        **STT_LIMITS,
+        "CHORUS_STT_BACKEND": "openai-api",
+        "CHORUS_STT_MODEL": "whisper-base",
+        "CHORUS_STT_API_BASE_URL": server.base_url,
+        "CHORUS_STT_API_KEY_FILE": str(key_file),
+        "CHORUS_STT_API_MAX_RETRIES": "1",
+        "CHORUS_STT_MAX_WORKERS": "4",
+        "CHORUS_STT_LOG_LEVEL": "DEBUG",  # the key must stay out of even the most verbose log
+    }
+
+
+@pytest.fixture(scope="session")
+def stt_openai_api(
+    logs: Path, openai_speech_server: OpenAISpeechServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The openai-api backend against the loopback server, configured only by environment."""
+    key_file = tmp_path_factory.mktemp("secrets") / "openai-key"
+    key_file.write_text(OPENAI_API_KEY + "\n")
+    with running("stt", stt_openai_api_env(openai_speech_server, key_file), logs, "api") as p:
+        yield p
+
+
+@pytest.fixture(scope="session", params=["faster-whisper", "openai-whisper", "openai-api"])
 def stt_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    """Each STT backend in turn: contract tests must pass on both."""
-    name = "stt_faster_whisper" if request.param == "faster-whisper" else "stt_openai_whisper"
+    """Each STT backend in turn: contract tests must pass on all of them."""
+    name = "stt_" + request.param.replace("-", "_")
     return request.getfixturevalue(name)
 
 
@@ -73,9 +113,40 @@ def tts_coqui(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield p
 
 
-@pytest.fixture(scope="session", params=["piper", "coqui"])
+def tts_openai_api_env(server: OpenAISpeechServer, **overrides: str) -> dict[str, str]:
+    """Environment of a TTS service on the openai-api backend (the key from the environment).
+
+    The contract's rates (22,050 Hz voices) hold because WAV is asked for, whose header carries
+    Piper's rate, and the voices are declared at that rate; ``pcm`` at 24 kHz (OpenAI's) is
+    tested in test_tts_api.py.
+    """
+    return {
+        **TTS_LIMITS,
+        "CHORUS_TTS_BACKEND": "openai-api",
+        "CHORUS_TTS_API_BASE_URL": server.base_url,
+        "CHORUS_TTS_API_KEY": OPENAI_API_KEY,
+        "CHORUS_TTS_API_MODEL": "tts-1",
+        "CHORUS_TTS_API_VOICES": '["en_US-joe-medium"]',
+        "CHORUS_TTS_API_RESPONSE_FORMAT": "wav",
+        "CHORUS_TTS_API_SAMPLE_RATE_HZ": "22050",
+        "CHORUS_TTS_API_MAX_RETRIES": "1",
+        "CHORUS_TTS_MAX_WORKERS": "4",
+        "CHORUS_TTS_LOG_LEVEL": "DEBUG",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def tts_openai_api(
+    logs: Path, openai_speech_server: OpenAISpeechServer
+) -> Iterator[ServiceProcess]:
+    with running("tts", tts_openai_api_env(openai_speech_server), logs, "api") as p:
+        yield p
+
+
+@pytest.fixture(scope="session", params=["piper", "coqui", "openai-api"])
 def tts_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    return request.getfixturevalue(f"tts_{request.param}")
+    return request.getfixturevalue("tts_" + request.param.replace("-", "_"))
 
 
 def stt_stub(proc: ServiceProcess) -> stt_pb2_grpc.SpeechToTextStub:
@@ -101,3 +172,86 @@ def piper_speech(tts_piper: ServiceProcess) -> dict[str, bytes]:
         text: stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60).audio
         for text in ROUND_TRIP_SENTENCES
     }
+
+
+LLM_LIMITS = {
+    "CHORUS_LLM_MAX_WORKERS": "1",
+    "CHORUS_LLM_MAX_QUEUE": "1",
+    "CHORUS_LLM_MAX_TOKENS_LIMIT": "1024",
+    "CHORUS_LLM_MAX_INPUT_CHARS": "4000",
+    "CHORUS_LLM_CPU_THREADS": "2",
+    "CHORUS_LLM_LOG_LEVEL": "DEBUG",
+}
+IMAGE_LIMITS = {
+    "CHORUS_IMAGE_MAX_WORKERS": "1",
+    "CHORUS_IMAGE_MAX_QUEUE": "1",
+    "CHORUS_IMAGE_MAX_PROMPT_CHARS": "200",
+    "CHORUS_IMAGE_MAX_SIDE": "512",
+    "CHORUS_IMAGE_MAX_STEPS": "50",
+    "CHORUS_IMAGE_MAX_IMAGES": "3",
+    "CHORUS_IMAGE_DEFAULT_WIDTH": "64",
+    "CHORUS_IMAGE_DEFAULT_HEIGHT": "64",
+    "CHORUS_IMAGE_DEFAULT_STEPS": "4",
+    "CHORUS_IMAGE_CPU_THREADS": "2",
+    "CHORUS_IMAGE_LOG_LEVEL": "DEBUG",
+}
+
+
+@pytest.fixture(scope="session")
+def llm_llama_cpp(logs: Path) -> Iterator[ServiceProcess]:
+    """llama.cpp with the real Gemma 3 270M weights."""
+    env = {**LLM_LIMITS, "CHORUS_LLM_BACKEND": "llama-cpp", "CHORUS_LLM_MODEL": "gemma-3-270m"}
+    with running("llm", env, logs, "llama-cpp") as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Stable Diffusion pipeline saved with ``save_pretrained``."""
+    from tests.support.tiny_diffusers import build_tiny_sd
+
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def image_diffusers(logs: Path, tiny_sd: Path) -> Iterator[ServiceProcess]:
+    env = {**IMAGE_LIMITS, "CHORUS_IMAGE_BACKEND": "diffusers", "CHORUS_IMAGE_MODEL": str(tiny_sd)}
+    with running("image", env, logs, "diffusers") as p:
+        yield p
+
+
+def orchestrator_env(stt: ServiceProcess, tts: ServiceProcess, llm: ServiceProcess, image: ServiceProcess | str) -> dict[str, str]:
+    return {
+        "CHORUS_ORCH_STT_ADDRESS": stt.address,
+        "CHORUS_ORCH_TTS_ADDRESS": tts.address,
+        "CHORUS_ORCH_LLM_ADDRESS": llm.address,
+        "CHORUS_ORCH_IMAGE_ADDRESS": image if isinstance(image, str) else image.address,
+        "CHORUS_ORCH_MAX_HISTORY_MESSAGES": "8",
+    }
+
+
+@pytest.fixture(scope="session")
+def orchestrator(
+    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+) -> Iterator[ServiceProcess]:
+    """The orchestrator over the real model services."""
+    env = orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers)
+    with running("orchestrator", env, logs, "a") as p:
+        yield p
+
+
+# --- HTTP gateway (tests/test_gateway.py, tests/test_browser.py) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def gateway(logs: Path, orchestrator, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers):
+    """The HTTP gateway (gunicorn) over the orchestrator and the model services; ready when its
+    /readyz says the orchestrator is SERVING."""
+    from tests.support.gateway import gateway_env, running_gateway
+
+    env = gateway_env(
+        orchestrator=orchestrator, stt=stt_faster_whisper, tts=tts_piper, llm=llm_llama_cpp,
+        image=image_diffusers, CHORUS_GATEWAY_MAX_HISTORY_MESSAGES="8",
+    )
+    with running_gateway(env, logs, "suite", ready="/readyz") as proc:
+        yield proc

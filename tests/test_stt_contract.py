@@ -1,4 +1,4 @@
-"""The SpeechToText contract, on both backends (switched only by environment variables)."""
+"""The SpeechToText contract, on every backend (switched only by environment variables)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,21 @@ class Unimplemented(ChorusError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class UpstreamError(ChorusError):
+    """A downstream service's failure, passed on with that service's status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError, service: str) -> UpstreamError:
+    """Wrap a failed downstream call, naming the service so the caller knows where it failed."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else str(error)
+    return UpstreamError(code, f"{service}: {details}")
+
+
 def to_rpc_status(error: ChorusError) -> status_pb2.Status:
     """Build the rich ``google.rpc.Status`` for an error (BadRequest detail when a field is named)."""
     status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)

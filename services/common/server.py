@@ -20,7 +20,10 @@ from grpc_reflection.v1alpha import reflection
 from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import serve_metrics
+from services.common.models import ModelManager
 from services.common.settings import ServiceSettings
+from services.common.tracing import configure_tracing, shutdown_tracing
+from services.common.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +104,32 @@ class ChorusServer:
         await self._server.wait_for_termination()
 
 
+def model_server(
+    settings: ServiceSettings,
+    service: ServiceDefinition,
+    models: ModelManager[object],
+    pools: Sequence[WorkerPool],
+) -> ChorusServer:
+    """A ChorusServer for a model service: the default model is loaded before health says
+    SERVING (unless ``preload`` is off), idle models are unloaded, and shutdown stops both."""
+
+    async def warm_up() -> None:
+        if settings.preload:
+            await models.load(models.default)
+        models.start_reaper()
+
+    async def close() -> None:
+        await models.close()
+        for pool in pools:
+            pool.shutdown()
+
+    return ChorusServer(settings, [service], warm_up=warm_up, close=close)
+
+
 def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer]) -> None:
     """Entrypoint of a service process: log, start, warm up, run until SIGTERM/SIGINT, drain."""
     configure_logging(settings.log_level, settings.log_json, service=name)
+    configure_tracing(name, settings.otlp_endpoint, settings.trace_file)
 
     async def main() -> None:
         server = build()
@@ -124,6 +150,7 @@ def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer
             warm.cancel()
         log.info("%s draining (grace %.0f s)", name, settings.grace_seconds)
         await server.stop()
+        shutdown_tracing()
         log.info("%s stopped", name)
 
     asyncio.run(main())

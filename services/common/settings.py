@@ -1,5 +1,7 @@
 """Settings every service shares; each service subclasses them with its own env prefix."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,6 +39,10 @@ class ServiceSettings(BaseSettings):
     """Unload a model unused for this long (0: never); it is reloaded on the next call."""
     cpu_threads: int = Field(default=0, ge=0, le=256)
     """Threads a model may use for one call; 0: the number of cores."""
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector (gRPC OTLP, e.g. http://otel-collector:4317); unset: no tracing."""
+    trace_file: Path | None = None
+    """Also write finished spans to this file, one JSON object per line (tests, debugging)."""
     log_level: str = "INFO"
     log_json: bool = False
     """One JSON object per log line (for log shippers) instead of plain text."""

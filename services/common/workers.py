@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -20,6 +20,7 @@ from services.common import metrics
 from services.common.errors import ResourceExhausted
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,46 @@ class WorkerPool:
         queue_seconds = timing["start"] - submitted
         metrics.QUEUE_WAIT.observe(queue_seconds)
         return WorkResult(value, queue_seconds, timing["end"] - timing["start"])
+
+    async def stream(
+        self, fn: Callable[[Callable[[E], None], threading.Event], T]
+    ) -> AsyncIterator[E | WorkResult[T]]:
+        """Run ``fn(emit, cancelled)`` on a worker; yield each emitted event, then its WorkResult.
+
+        Events (tokens, steps) reach the caller as they are emitted. When the caller goes away
+        (the gRPC call was cancelled or its deadline passed) ``cancelled`` is set, the backend
+        returns at its next token or step, and its worker is free again. Raises what ``fn``
+        raises (after the events it emitted), and ResourceExhausted at once when the queue is
+        full.
+        """
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[E] = asyncio.Queue()  # bounded by the work itself
+        cancelled = threading.Event()
+
+        def emit(event: E) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        work = asyncio.ensure_future(self.run(fn, emit, cancelled))
+        try:
+            while not work.done():
+                getter = asyncio.ensure_future(events.get())
+                try:
+                    await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    yield getter.result()
+            # The worker's last events were queued before its result was set (both go through
+            # call_soon_threadsafe, in order), so none is lost here.
+            while not events.empty():
+                yield events.get_nowait()
+            yield work.result()
+        finally:
+            cancelled.set()
+            if not work.done():
+                work.cancel()
+            elif not work.cancelled():
+                work.exception()  # mark it retrieved: raised above, or the caller went away
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

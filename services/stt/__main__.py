@@ -3,7 +3,7 @@
 from chorus.v1 import stt_pb2, stt_pb2_grpc
 
 from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, serve
+from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
 from services.common.workers import WorkerPool
 from services.stt.backends import loader_for
 from services.stt.servicer import SpeechToTextServicer
@@ -22,21 +22,13 @@ def build_server(settings: SttSettings) -> ChorusServer:
     decoders = WorkerPool(settings.max_decodes, settings.max_queue, name="decode")
     servicer = SpeechToTextServicer(settings, models, workers, decoders)
 
-    async def warm_up() -> None:
-        if settings.preload:
-            await models.load(models.default)
-        models.start_reaper()
-
-    async def close() -> None:
-        await models.close()
-        workers.shutdown()
-        decoders.shutdown()
-
-    return ChorusServer(
+    return model_server(
         settings,
-        [ServiceDefinition(SERVICE_NAME, lambda s: stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, s))],
-        warm_up=warm_up,
-        close=close,
+        ServiceDefinition(
+            SERVICE_NAME, lambda s: stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, s)
+        ),
+        models,
+        [workers, decoders],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ import numpy as np
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 
 from services.common.audio import decode_audio, pcm16_to_float32, resample
-from services.common.errors import InvalidArgument, ResourceExhausted
+from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.models import ModelManager
 from services.common.workers import WorkerPool
 from services.stt.backends.base import (
@@ -28,6 +29,11 @@ from services.stt.streaming import SAMPLE_RATE, Segmenter, Work
 log = logging.getLogger(__name__)
 
 _REJECTED_RETRY_SECONDS = 0.05
+_TASKS = {
+    stt_pb2.TASK_UNSPECIFIED: "transcribe",
+    stt_pb2.TASK_TRANSCRIBE: "transcribe",
+    stt_pb2.TASK_TRANSLATE: "translate",
+}
 
 
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
@@ -45,8 +51,22 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         self._streams = asyncio.Semaphore(settings.max_streams)
 
     def _options(
-        self, backend: SpeechToTextBackend, language: str, word_timestamps: bool, prompt: str
+        self,
+        backend: SpeechToTextBackend,
+        language: str,
+        word_timestamps: bool,
+        prompt: str,
+        task: int,
     ) -> TranscribeOptions:
+        if task not in _TASKS:
+            raise InvalidArgument(
+                f"unknown task {task}; use TASK_TRANSCRIBE or TASK_TRANSLATE", field="task"
+            )
+        if _TASKS[task] == "translate" and not backend.multilingual:
+            raise FailedPrecondition(
+                f"model {backend.model_id} is English-only and cannot translate; pick a "
+                "multilingual model (such as whisper-base) or use TASK_TRANSCRIBE"
+            )
         language = language.strip().lower()
         if language and language not in backend.languages():
             raise InvalidArgument(
@@ -66,6 +86,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
             word_timestamps=word_timestamps,
             initial_prompt=prompt or None,
             beam_size=self._settings.beam_size,
+            task=_TASKS[task],
         )
 
     async def Transcribe(
@@ -80,7 +101,11 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         model_id = self._models.resolve(request.model)
         async with self._models.use(model_id) as backend:
             options = self._options(
-                backend, request.language, request.word_timestamps, request.initial_prompt
+                backend,
+                request.language,
+                request.word_timestamps,
+                request.initial_prompt,
+                request.task,
             )
             decoded = await self._decoders.run(
                 lambda: decode_audio(
@@ -126,7 +151,11 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
             model_id = self._models.resolve(config.model)
             async with self._models.use(model_id) as backend:
                 options = self._options(
-                    backend, config.language, config.word_timestamps, config.initial_prompt
+                    backend,
+                    config.language,
+                    config.word_timestamps,
+                    config.initial_prompt,
+                    config.task,
                 )
                 interval = (config.partial_interval_ms or self._settings.partial_interval_ms) / 1000
                 segmenter = Segmenter(
@@ -201,8 +230,11 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     async def _run_stream_work(
         self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
     ) -> Transcription | None:
-        """Partials are skipped when every worker is busy; finals wait for a worker."""
+        """Partials are skipped when every worker is busy (or the backend does not want them);
+        finals wait for a worker."""
         if not work.is_final:
+            if not backend.partial_results:
+                return None
             options = _fast(options)
         while True:
             try:
@@ -260,12 +292,12 @@ def _stream_format(fmt: common_pb2.RawAudioFormat) -> tuple[int, int]:
 
 
 def _with_language(options: TranscribeOptions, language: str) -> TranscribeOptions:
-    return TranscribeOptions(language, options.word_timestamps, options.initial_prompt, options.beam_size)
+    return dataclasses.replace(options, language=language)
 
 
 def _fast(options: TranscribeOptions) -> TranscribeOptions:
     """Greedy decoding without word timings: partials are replaced soon anyway."""
-    return TranscribeOptions(options.language, False, options.initial_prompt, beam_size=1)
+    return dataclasses.replace(options, word_timestamps=False, beam_size=1)
 
 
 def _word_pb(word: Word, offset: float) -> stt_pb2.Word:

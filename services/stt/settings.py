@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
@@ -13,15 +13,17 @@ class SttSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CHORUS_STT_", extra="ignore")
 
     port: int = Field(default=50051, ge=0, le=65535)
-    backend: Literal["faster-whisper", "openai-whisper"] = "faster-whisper"
-    """Engine that runs the model."""
+    backend: Literal["faster-whisper", "openai-whisper", "openai-api"] = "faster-whisper"
+    """Engine that runs the model; ``openai-api`` sends the audio to an OpenAI-compatible
+    transcription API (``api_base_url``) instead of running a model here."""
     model: str = "whisper-base"
     """Default model. faster-whisper: an offline id (whisper-base, whisper-tiny.en), a hub id
     such as large-v3 (needs the network once), or a CTranslate2 folder. openai-whisper: a
-    checkpoint path or an official name (base, large-v3)."""
+    checkpoint path or an official name (base, large-v3). openai-api: the remote's model name
+    (``whisper-1`` at OpenAI)."""
     extra_models: list[str] | None = None
     """More models callers may pick with the request's ``model`` field (loaded on first use).
-    Unset: whisper-tiny.en for faster-whisper (the fast option), none for openai-whisper."""
+    Unset: whisper-tiny.en for faster-whisper (the fast option), none for the others."""
     device: str = "cpu"
     """cpu, cuda (faster-whisper and openai-whisper), or auto."""
     compute_type: str = "int8"
@@ -29,6 +31,20 @@ class SttSettings(ServiceSettings):
     beam_size: int = Field(default=5, ge=1, le=10)
     cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
     """Where split offline weights are joined once."""
+
+    api_base_url: str = "https://api.openai.com/v1"
+    """openai-api: base URL of the OpenAI-compatible API (the part before ``/audio/...``)."""
+    api_key: SecretStr | None = None
+    """openai-api: the API key. Never logged; prefer ``api_key_file`` in deployments."""
+    api_key_file: Path | None = None
+    """openai-api: a file holding the API key (a mounted secret); read at start, stripped."""
+    api_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """openai-api: limit on one remote request, connecting included."""
+    api_max_retries: int = Field(default=2, ge=0, le=10)
+    """openai-api: retries, with backoff, of a request that failed to connect or got 408, 409,
+    429 or 5xx (safe: transcription has no side effects); other errors are never retried."""
+    api_languages: list[str] | None = None
+    """openai-api: ISO 639-1 codes the remote model accepts. Unset: Whisper's languages."""
 
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Largest upload accepted by Transcribe (OpenAI's limit)."""

@@ -77,6 +77,10 @@ class Segmenter:
         if speech[0]["start"] > _KEEP_BEFORE_SPEECH:
             self._drop(speech[0]["start"] - _KEEP_BEFORE_SPEECH)
             return self.poll(end_of_stream)
+        if len(speech) > 1:
+            # The VAD merges pauses shorter than ``silence``, so two stretches mean a real pause
+            # between them: close the first, however much audio arrived at once.
+            return self._close(speech[0]["end"])
         speech_end = speech[-1]["end"]
         paused = self._buffer.size - speech_end >= self._silence
         if end_of_stream or paused or self._buffer.size >= self._max_segment:

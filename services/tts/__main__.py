@@ -3,7 +3,7 @@
 from chorus.v1 import tts_pb2, tts_pb2_grpc
 
 from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, serve
+from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
 from services.common.workers import WorkerPool
 from services.tts.backends import build_catalog
 from services.tts.servicer import TextToSpeechServicer
@@ -22,20 +22,13 @@ def build_server(settings: TtsSettings) -> ChorusServer:
     workers = WorkerPool(settings.max_workers, settings.max_queue, name="tts")
     servicer = TextToSpeechServicer(settings, catalog, models, workers)
 
-    async def warm_up() -> None:
-        if settings.preload:
-            await models.load(models.default)
-        models.start_reaper()
-
-    async def close() -> None:
-        await models.close()
-        workers.shutdown()
-
-    return ChorusServer(
+    return model_server(
         settings,
-        [ServiceDefinition(SERVICE_NAME, lambda s: tts_pb2_grpc.add_TextToSpeechServicer_to_server(servicer, s))],
-        warm_up=warm_up,
-        close=close,
+        ServiceDefinition(
+            SERVICE_NAME, lambda s: tts_pb2_grpc.add_TextToSpeechServicer_to_server(servicer, s)
+        ),
+        models,
+        [workers],
     )
 
 

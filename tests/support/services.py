@@ -17,8 +17,11 @@ SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in SUITE}
 def running(name: str, env: Mapping[str, str], log_dir: Path, tag: str = "") -> Iterator[ServiceProcess]:
     """A started, SERVING service process; SIGTERM-stopped afterwards."""
     spec = SPECS[name]
-    log_path = log_dir / f"{name}{'-' + tag if tag else ''}.log"
-    proc = ServiceProcess(spec, free_port(), free_port(), env=dict(env), log_path=log_path)
+    stem = f"{name}{'-' + tag if tag else ''}"
+    log_path = log_dir / f"{stem}.log"
+    # Every test service writes its spans to a file, so a test can follow one trace across them.
+    env = {f"{spec.env_prefix}TRACE_FILE": str(log_dir / f"{stem}.spans.jsonl"), **env}
+    proc = ServiceProcess(spec, free_port(), free_port(), env=env, log_path=log_path)
     proc.start()
     try:
         proc.wait_ready()

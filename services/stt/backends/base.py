@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -15,6 +15,8 @@ class TranscribeOptions:
     word_timestamps: bool = False
     initial_prompt: str | None = None
     beam_size: int = 5
+    task: Literal["transcribe", "translate"] = "transcribe"
+    """``translate``: English text whatever the spoken language (multilingual models only)."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,13 @@ class SpeechToTextBackend(Protocol):
     """A loaded speech model. Calls run on a worker thread, one at a time per worker."""
 
     name: str
-    """Backend name: "faster-whisper" or "openai-whisper"."""
+    """Backend name: "faster-whisper", "openai-whisper" or "openai-api"."""
     model_id: str
     multilingual: bool
+    """Knows languages other than English, and so can translate."""
+    partial_results: bool
+    """Worth asking for partial hypotheses while a stream is open. False for remote APIs, where
+    each partial would be one more (billed) request: streams get final segments only."""
 
     def languages(self) -> list[str]:
         """ISO 639-1 codes the model knows."""
@@ -62,5 +68,6 @@ class SpeechToTextBackend(Protocol):
 
         Raises:
             ValueError: an option the model cannot honour (e.g. an unknown language).
+            ChorusError: a remote backend's failure, already mapped to a status.
         """
         ...

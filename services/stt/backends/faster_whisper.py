@@ -12,6 +12,7 @@ class FasterWhisperBackend:
     """``SpeechToTextBackend`` wrapping ``faster_whisper.WhisperModel``."""
 
     name = "faster-whisper"
+    partial_results = True
 
     def __init__(
         self,
@@ -41,6 +42,7 @@ class FasterWhisperBackend:
             beam_size=options.beam_size,
             word_timestamps=options.word_timestamps,
             initial_prompt=options.initial_prompt,
+            task=options.task,
             condition_on_previous_text=False,
             vad_filter=False,
         )

@@ -31,6 +31,7 @@ class OpenAIWhisperBackend:
     """``SpeechToTextBackend`` wrapping a ``whisper.Whisper`` model."""
 
     name = "openai-whisper"
+    partial_results = True
 
     def __init__(
         self,
@@ -97,7 +98,7 @@ class OpenAIWhisperBackend:
         result: dict[str, Any] = self.model.transcribe(
             audio,
             language=language,
-            task="transcribe",
+            task=options.task,
             temperature=self.temperature,
             word_timestamps=options.word_timestamps,
             initial_prompt=options.initial_prompt,

@@ -30,6 +30,8 @@ class VoiceCatalog:
 def build_catalog(settings: TtsSettings) -> VoiceCatalog:
     if settings.backend == "piper":
         return _piper_catalog(settings)
+    if settings.backend == "openai-api":
+        return _openai_api_catalog(settings)
     return _coqui_catalog(settings)
 
 
@@ -76,3 +78,39 @@ def _coqui_catalog(settings: TtsSettings) -> VoiceCatalog:
     model_id = settings.coqui_voice_id
     default = settings.voice or next(iter(voices))
     return VoiceCatalog(voices, {v: model_id for v in voices}, {model_id: load_once}, default)
+
+
+def _openai_api_catalog(settings: TtsSettings) -> VoiceCatalog:
+    """One "model" (the remote speech model) speaking every configured voice."""
+    from services.tts.backends.openai_api import OpenAIApiBackend
+
+    if not settings.api_voices:
+        raise FailedPrecondition("CHORUS_TTS_API_VOICES must name at least one remote voice")
+
+    def load() -> TextToSpeechBackend:
+        return OpenAIApiBackend(
+            settings.api_model,
+            settings.api_voices,
+            settings.api_base_url,
+            api_key(settings),
+            language=settings.api_voice_language,
+            response_format=settings.api_response_format,
+            sample_rate_hz=settings.api_sample_rate_hz,
+            timeout=settings.api_timeout_seconds,
+            max_retries=settings.api_max_retries,
+        )
+
+    voices = {
+        v: VoiceInfo(v, v, settings.api_voice_language, settings.api_sample_rate_hz, "openai-api")
+        for v in settings.api_voices
+    }
+    model_id = f"openai-api:{settings.api_model}"
+    default = settings.voice or settings.api_voices[0]
+    return VoiceCatalog(voices, {v: model_id for v in voices}, {model_id: load}, default)
+
+
+def api_key(settings: TtsSettings) -> str | None:
+    """The openai-api key: from ``api_key_file`` (a mounted secret) if set, else ``api_key``."""
+    if settings.api_key_file is not None:
+        return Path(settings.api_key_file).read_text().strip() or None
+    return settings.api_key.get_secret_value() if settings.api_key is not None else None

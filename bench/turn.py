@@ -1,0 +1,113 @@
+"""Turn benchmarks: time to first audio vs complete reply audio, and the orchestrator's overhead.
+
+Run by ``make bench``. Starts the whole suite on loopback. For a text turn and a spoken turn it
+prints the median time to the first audio chunk and to the last one (target: first <= 0.5 x
+complete), then compares a whole orchestrated turn with the sum of its stages called directly on
+the model services, one after another, with identical requests (target <= 1.05).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import grpc
+from chorus.v1 import (
+    llm_pb2,
+    llm_pb2_grpc,
+    orchestrator_pb2 as pb,
+    orchestrator_pb2_grpc,
+    stt_pb2,
+    stt_pb2_grpc,
+    tts_pb2,
+    tts_pb2_grpc,
+)
+
+from services.common.text import pop_complete_sentences
+from services.launcher import SUITE, ServiceProcess, free_port
+from services.orchestrator.settings import DEFAULT_SYSTEM_PROMPT
+
+REPEATS = 5
+QUESTION = "What is the capital of France? Tell me a little about it."
+OPTIONS = pb.TurnOptions(max_tokens=64, temperature=0, seed=1)
+
+
+def converse(stub: orchestrator_pb2_grpc.OrchestratorStub, config: pb.TurnConfig, payload: pb.ConverseRequest) -> tuple[float, float, float]:
+    """(first audio, last audio, end of turn) in seconds from the start of the call."""
+    started = time.perf_counter()
+    first = last = 0.0
+    requests = [pb.ConverseRequest(config=config), payload, pb.ConverseRequest(end_of_input=pb.EndOfInput())]
+    for event in stub.Converse(iter(requests), timeout=300):
+        if event.HasField("audio_chunk"):
+            last = time.perf_counter() - started
+            first = first or last
+    return first, last, time.perf_counter() - started
+
+
+def direct_stages(stt, llm, tts, wav: bytes | None, text: str) -> float:
+    """The same turn's work, each stage called directly and in sequence."""
+    started = time.perf_counter()
+    if wav is not None:
+        text = stt.Transcribe(stt_pb2.TranscribeRequest(audio=wav), timeout=300).text.strip()
+    request = llm_pb2.GenerateTextRequest(
+        messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=text)],
+        system_prompt=DEFAULT_SYSTEM_PROMPT, max_tokens=OPTIONS.max_tokens,
+        temperature=OPTIONS.temperature, seed=OPTIONS.seed,
+    )
+    reply = next(r.result.text for r in llm.Generate(request, timeout=300) if r.HasField("result"))
+    sentences, rest = pop_complete_sentences(reply + "\n")
+    for sentence in [*sentences, rest.strip()]:
+        if any(c.isalnum() for c in sentence):
+            tts.Synthesize(tts_pb2.SynthesizeRequest(text=sentence), timeout=300)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    procs = [ServiceProcess(spec, free_port(), free_port()) for spec in SUITE if spec.name != "orchestrator"]
+    by_name = {p.spec.name: p for p in procs}
+    for proc in procs:
+        proc.start()
+    orch = None
+    try:
+        for proc in procs:
+            proc.wait_ready(600)
+        env = {f"CHORUS_ORCH_{n.upper()}_ADDRESS": by_name[n].address for n in ("stt", "tts", "llm", "image")}
+        spec = next(s for s in SUITE if s.name == "orchestrator")
+        orch = ServiceProcess(spec, free_port(), free_port(), env=env).start()
+        orch.wait_ready()
+        stub = orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(orch.address))
+        stt = stt_pb2_grpc.SpeechToTextStub(grpc.insecure_channel(by_name["stt"].address))
+        llm = llm_pb2_grpc.TextGenerationStub(grpc.insecure_channel(by_name["llm"].address))
+        tts = tts_pb2_grpc.TextToSpeechStub(grpc.insecure_channel(by_name["tts"].address))
+        wav = tts.Synthesize(tts_pb2.SynthesizeRequest(text=QUESTION), timeout=60).audio
+
+        cases = {
+            "text turn": (pb.TurnConfig(input_mode=pb.INPUT_MODE_TEXT, options=OPTIONS), pb.ConverseRequest(text=QUESTION), None),
+            "spoken turn": (pb.TurnConfig(input_mode=pb.INPUT_MODE_SPEECH, options=OPTIONS), pb.ConverseRequest(audio=wav), wav),
+        }
+        print(f"\nmedian of {REPEATS} runs each, interleaved; seconds\n")
+        print(f"{'turn':<14}{'1st audio':>10}{'all audio':>10}{'ratio':>7}{'turn':>8}{'stages':>8}{'ratio':>7}")
+        for name, (config, payload, audio) in cases.items():
+            converse(stub, config, payload)  # warm-up
+            firsts, lasts, totals, directs = [], [], [], []
+            for _ in range(REPEATS):
+                first, last, total = converse(stub, config, payload)
+                firsts.append(first)
+                lasts.append(last)
+                totals.append(total)
+                directs.append(direct_stages(stt, llm, tts, audio, QUESTION))
+            f, a = statistics.median(firsts), statistics.median(lasts)
+            t, d = statistics.median(totals), statistics.median(directs)
+            print(f"{name:<14}{f:>10.3f}{a:>10.3f}{f / a:>7.2f}{t:>8.3f}{d:>8.3f}{t / d:>7.2f}")
+        print("\ntargets: first audio / all audio <= 0.5; orchestrated turn / sum of direct stages <= 1.05")
+    finally:
+        if orch is not None:
+            orch.stop()
+        for proc in procs:
+            proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Deployment assets: the Envoy template and renderer, Dockerfiles, compose and Kubernetes."""

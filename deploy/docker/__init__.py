@@ -1,0 +1,1 @@
+"""Container images: Dockerfile, entrypoint and health check."""

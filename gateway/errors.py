@@ -1,0 +1,103 @@
+"""The gateway's one error path: gRPC status -> HTTP status, and OpenAI's error JSON shape.
+
+Every failure a client sees, whether found by the gateway (bad JSON, too large, wrong key) or
+by a service (a gRPC status, with a ``google.rpc.BadRequest`` naming the field), leaves as
+``{"error": {"message", "type", "param", "code"}}`` with the status from ``HTTP_STATUS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+"""The single mapping from gRPC status codes to HTTP status codes (Google's API mapping)."""
+
+_ERROR_TYPES: dict[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    if status in _ERROR_TYPES:
+        return _ERROR_TYPES[status]
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+@dataclass
+class ApiError(Exception):
+    """An error to return to the HTTP client; ``message`` is safe to show."""
+
+    status: int
+    message: str
+    code: str
+    param: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": error_type(self.status),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_argument") -> ApiError:
+    return ApiError(400, message, code, param)
+
+
+def from_rpc_error(error: grpc.RpcError, service: str | None = None) -> ApiError:
+    """Map a failed call, keeping the service's message and the field a BadRequest names;
+    ``service`` names the one called, so "unavailable" says which."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    message = (error.details() if isinstance(error, grpc.Call) else None) or code.name.lower()
+    param = None
+    try:
+        status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    except ValueError:  # inconsistent status details; keep the plain code and message
+        status = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                if bad.field_violations:
+                    param = bad.field_violations[0].field
+                    break
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = f"the {service or 'requested'} service is unavailable ({message})"
+    return ApiError(HTTP_STATUS.get(code, 500), message, code.name.lower(), param)
+
+
+def event_error(code_name: str, message: str) -> ApiError:
+    """An ApiError for a TurnError event (its code is a gRPC status code name)."""
+    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
+    return ApiError(HTTP_STATUS.get(code, 500), message, code.name.lower())

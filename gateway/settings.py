@@ -1,0 +1,105 @@
+"""Gateway settings, read once from ``CHORUS_GATEWAY_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# OpenAI model and voice names that existing clients send; each maps to a Chorus id ("" means the
+# service's default), so `client.audio.speech.create(model="tts-1", voice="alloy")` works unchanged.
+DEFAULT_MODEL_ALIASES: dict[str, str] = {
+    name: ""
+    for name in (
+        "whisper-1",
+        "gpt-4o-transcribe",
+        "gpt-4o-mini-transcribe",
+        "tts-1",
+        "tts-1-hd",
+        "gpt-4o-mini-tts",
+        "dall-e-2",
+        "dall-e-3",
+        "gpt-image-1",
+        "gpt-3.5-turbo",
+        "gpt-4",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+    )
+}
+DEFAULT_VOICE_ALIASES: dict[str, str] = {
+    name: ""
+    for name in (
+        "alloy",
+        "ash",
+        "ballad",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
+        "verse",
+    )
+}
+
+
+class GatewaySettings(BaseSettings):
+    """Where the gRPC services are, what the HTTP API accepts, and how it is served.
+
+    Every limit has bounds, the API key is a ``SecretStr`` (it never appears in a repr or a log).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHORUS_GATEWAY_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    """Address gunicorn binds; containers set 0.0.0.0."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    """gunicorn worker processes (each opens its own gRPC channels after the fork)."""
+    threads: int = Field(default=16, ge=1, le=1024)
+    """Threads per worker (gthread): each open SSE stream holds one."""
+    graceful_timeout: float = Field(default=30.0, ge=0, le=3600)
+    """On SIGTERM, how long open requests may take to finish."""
+
+    orchestrator_address: str = "127.0.0.1:50055"
+    stt_address: str = "127.0.0.1:50051"
+    tts_address: str = "127.0.0.1:50052"
+    llm_address: str = "127.0.0.1:50053"
+    image_address: str = "127.0.0.1:50054"
+    """Service addresses: host:port, or dns:///name:port to spread over every replica."""
+    envoy_address: str | None = None
+    """When set, every service is reached through this Envoy (it routes by gRPC service name)
+    and the five addresses above are ignored."""
+    max_attempts: int = Field(default=4, ge=1, le=5)
+    """Tries per call on UNAVAILABLE (gRPC retry policy with exponential backoff)."""
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest request body (audio upload or JSON); larger ones get 413 before being read."""
+    max_text_chars: int = Field(default=4000, ge=1, le=1_000_000)
+    """Longest typed turn, speech input text, image prompt or chat message."""
+    max_history_messages: int = Field(default=64, ge=0, le=10_000)
+    max_images: int = Field(default=4, ge=1, le=16)
+    """Most images per /v1/images/generations call (``n``)."""
+
+    call_timeout: float = Field(default=120.0, gt=0, le=3600)
+    """Deadline of one unary or streamed model call (transcription, speech, image, chat)."""
+    turn_timeout: float = Field(default=300.0, gt=0, le=3600)
+    """Deadline of one conversational turn."""
+    ready_timeout: float = Field(default=1.0, gt=0, le=60)
+    """How long /readyz waits for the orchestrator's health answer."""
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
+    """An SSE comment is sent after this long without events, so proxies keep the stream open
+    and a vanished client is noticed (and its turn cancelled) promptly."""
+
+    api_key: SecretStr | None = None
+    """When set, /api/* and /v1/* demand ``Authorization: Bearer <key>``; never logged."""
+    model_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
+    voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VOICE_ALIASES))
+
+    log_level: str = "INFO"
+    log_json: bool = False

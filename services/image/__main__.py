@@ -1,0 +1,42 @@
+"""Run the image service: ``python -m services.image`` (configured by CHORUS_IMAGE_* variables)."""
+
+from chorus.v1 import image_pb2, image_pb2_grpc
+
+from services.common.models import ModelManager
+from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
+from services.common.workers import WorkerPool
+from services.image.backends import describe, loader_for
+from services.image.servicer import ImageGenerationServicer
+from services.image.settings import ImageSettings
+
+SERVICE_NAME = image_pb2.DESCRIPTOR.services_by_name["ImageGeneration"].full_name
+
+
+def build_server(settings: ImageSettings) -> ChorusServer:
+    models = ModelManager(
+        {model: loader_for(settings, model) for model in settings.all_models()},
+        default=settings.model,
+        idle_unload_seconds=settings.idle_unload_seconds,
+    )
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="image")
+    descriptions = {model: describe(settings, model) for model in settings.all_models()}
+    servicer = ImageGenerationServicer(settings, models, workers, descriptions)
+
+    return model_server(
+        settings,
+        ServiceDefinition(
+            SERVICE_NAME,
+            lambda s: image_pb2_grpc.add_ImageGenerationServicer_to_server(servicer, s),
+        ),
+        models,
+        [workers],
+    )
+
+
+def main() -> None:
+    settings = ImageSettings()
+    serve("image", settings, lambda: build_server(settings))
+
+
+if __name__ == "__main__":
+    main()

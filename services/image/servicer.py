@@ -1,0 +1,133 @@
+"""gRPC adapter between ``chorus.v1.ImageGeneration`` and an image generation backend."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import AsyncIterator
+from functools import partial
+
+import grpc
+from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
+
+from services.common.errors import InvalidArgument
+from services.common.models import ModelManager
+from services.common.workers import WorkerPool, WorkResult
+from services.image.backends.base import Image, ImageGenerationBackend, ImageRequest, Progress
+from services.image.settings import ImageSettings
+
+MIN_SIDE = 64
+"""Smallest width or height: 8 latent pixels, below which UNets have nothing to downsample."""
+MAX_GUIDANCE = 30.0
+
+
+class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
+    def __init__(
+        self,
+        settings: ImageSettings,
+        models: ModelManager[ImageGenerationBackend],
+        workers: WorkerPool,
+        descriptions: dict[str, str],
+    ) -> None:
+        self._settings = settings
+        self._models = models
+        self._workers = workers
+        self._descriptions = descriptions
+
+    def _validate(self, request: image_pb2.GenerateImageRequest) -> ImageRequest:
+        s = self._settings
+        if not request.prompt.strip():
+            raise InvalidArgument("prompt is empty", field="prompt")
+        for name in ("prompt", "negative_prompt"):
+            length = len(getattr(request, name))
+            if length > s.max_prompt_chars:
+                raise InvalidArgument(
+                    f"{name} has {length} characters; the limit is {s.max_prompt_chars}",
+                    field=name,
+                )
+        width = request.width or s.default_width
+        height = request.height or s.default_height
+        for name, value in (("width", width), ("height", height)):
+            if value % 8 or not MIN_SIDE <= value <= s.max_side:
+                raise InvalidArgument(
+                    f"{name} {value} must be a multiple of 8 within {MIN_SIDE}..{s.max_side}",
+                    field=name,
+                )
+        steps = request.steps or s.default_steps
+        if steps > s.max_steps:
+            raise InvalidArgument(
+                f"steps {steps} is over the limit of {s.max_steps}", field="steps"
+            )
+        count = request.num_images or 1
+        if count > s.max_images:
+            raise InvalidArgument(
+                f"num_images {count} is over the limit of {s.max_images}", field="num_images"
+            )
+        guidance = (
+            request.guidance_scale
+            if request.HasField("guidance_scale")
+            else s.default_guidance_scale
+        )
+        if not (math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+            raise InvalidArgument(
+                f"guidance_scale {guidance} is outside 0..{MAX_GUIDANCE:g}", field="guidance_scale"
+            )
+        seed = request.seed if request.HasField("seed") else secrets.randbits(32)
+        return ImageRequest(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=width,
+            height=height,
+            steps=steps,
+            guidance_scale=guidance,
+            seeds=[(seed + i) % 2**32 for i in range(count)],
+        )
+
+    async def Generate(
+        self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[image_pb2.GenerateImageResponse]:
+        job = self._validate(request)
+        model_id = self._models.resolve(request.model)
+        async with self._models.use(model_id) as backend:
+            async for item in self._workers.stream(partial(backend.generate, job)):
+                if isinstance(item, Progress):
+                    yield image_pb2.GenerateImageResponse(
+                        progress=image_pb2.ImageProgress(
+                            step=item.step, total_steps=item.total_steps
+                        )
+                    )
+                elif isinstance(item, Image):
+                    yield image_pb2.GenerateImageResponse(
+                        image=image_pb2.GeneratedImage(
+                            png=item.png,
+                            width=item.width,
+                            height=item.height,
+                            seed=item.seed,
+                            index=item.index,
+                        )
+                    )
+                elif isinstance(item, WorkResult):
+                    yield image_pb2.GenerateImageResponse(
+                        result=image_pb2.ImageGenerationResult(
+                            model=model_id,
+                            num_images=item.value,
+                            processing_seconds=item.run_seconds,
+                            queue_seconds=item.queue_seconds,
+                        )
+                    )
+
+    async def ListModels(
+        self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.ListModelsResponse:
+        return common_pb2.ListModelsResponse(
+            models=[
+                common_pb2.ModelInfo(
+                    id=model_id,
+                    backend=self._settings.backend,
+                    loaded=self._models.is_loaded(model_id),
+                    is_default=model_id == self._models.default,
+                    description=self._descriptions.get(model_id, ""),
+                )
+                for model_id in self._models.ids
+            ]
+        )

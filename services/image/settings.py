@@ -1,0 +1,80 @@
+"""Image service settings, read from ``CHORUS_IMAGE_*`` environment variables."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class ImageSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CHORUS_IMAGE_", extra="ignore")
+
+    port: int = Field(default=50054, ge=0, le=65535)
+    backend: Literal["diffusers", "hf-inference"] = "diffusers"
+    """Engine: a diffusers pipeline in-process, or the Hugging Face hosted inference API."""
+    model: str = "tiny-random-sd"
+    """Default model. diffusers: a folder written by ``save_pretrained`` or a hub id such as
+    ``stabilityai/sd-turbo`` or ``stabilityai/stable-diffusion-xl-base-1.0`` (downloaded once
+    into the Hugging Face cache; needs the network). ``tiny-random-sd`` is an offline
+    random-weight Stable Diffusion (it draws noise) that proves the whole path without weights.
+    hf-inference: a hub model id served by the API."""
+    extra_models: list[str] = Field(default_factory=list)
+    """More models callers may pick with the request's ``model`` field (loaded on first use)."""
+    cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
+    """Where the offline ``tiny-random-sd`` pipeline is written once."""
+
+    # diffusers
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:1, mps."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Weights' dtype. float16 halves memory on CUDA/MPS; CPUs want float32 (or bfloat16)."""
+    variant: str | None = None
+    """Weights variant to load, e.g. ``fp16`` for repositories that ship one."""
+
+    # hf-inference
+    hf_endpoint: str = "https://router.huggingface.co/hf-inference"
+    """API root; requests go to ``{hf_endpoint}/models/{model}``. A dedicated Inference Endpoint
+    URL also works (set ``hf_endpoint_is_model_url``)."""
+    hf_endpoint_is_model_url: bool = False
+    """Post to ``hf_endpoint`` itself (an Inference Endpoint serving one model)."""
+    hf_token: SecretStr | None = None
+    """Hugging Face token. Never logged. Or put it in ``hf_token_file``."""
+    hf_token_file: Path | None = None
+    """A file holding the token (a mounted secret), read when ``hf_token`` is unset."""
+    hf_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+
+    # request defaults and limits
+    default_width: int = Field(default=512, ge=8, le=8192)
+    default_height: int = Field(default=512, ge=8, le=8192)
+    default_steps: int = Field(default=20, ge=1, le=1000)
+    default_guidance_scale: float = Field(default=7.5, ge=0, le=30)
+    max_side: int = Field(default=1024, ge=8, le=8192)
+    """Largest width or height."""
+    max_steps: int = Field(default=50, ge=1, le=1000)
+    max_images: int = Field(default=4, ge=1, le=64)
+    """Images per call."""
+    max_prompt_chars: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ImageSettings":
+        for name in ("default_width", "default_height"):
+            value = getattr(self, name)
+            if value % 8 or value > self.max_side:
+                raise ValueError(f"{name} must be a multiple of 8 and at most max_side")
+        if self.default_steps > self.max_steps:
+            raise ValueError("default_steps must not exceed max_steps")
+        return self
+
+    def all_models(self) -> list[str]:
+        return list(dict.fromkeys([self.model, *self.extra_models]))
+
+    def resolved_hf_token(self) -> SecretStr | None:
+        """The token from ``hf_token`` or ``hf_token_file`` (stripped), still wrapped."""
+        if self.hf_token is not None:
+            return self.hf_token
+        if self.hf_token_file is not None:
+            return SecretStr(self.hf_token_file.read_text().strip())
+        return None

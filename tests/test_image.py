@@ -1,0 +1,270 @@
+"""The ImageGeneration contract on both backends (switched only by environment variables):
+diffusers with a tiny random-weight Stable Diffusion loaded by ``from_pretrained``, and the
+Hugging Face inference API through the real ``InferenceClient`` against a loopback server that
+speaks its wire protocol."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
+from PIL import Image
+
+from services.launcher import ServiceProcess
+from tests.conftest import IMAGE_LIMITS
+from tests.support.hf_fake import VALID_TOKEN, FakeHfInference, fake_hf_inference
+from tests.support.llm_servers import IMAGE_SPEC, serving
+from tests.support.services import metric_value, scrape
+
+LIMITS = IMAGE_LIMITS
+
+
+@pytest.fixture(scope="session")
+def image_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("image-logs")
+
+
+@pytest.fixture(scope="session")
+def hf_api() -> Iterator[FakeHfInference]:
+    with fake_hf_inference() as api:
+        yield api
+
+
+def hf_env(api: FakeHfInference, token: str) -> dict[str, str]:
+    return {
+        **LIMITS,
+        "CHORUS_IMAGE_BACKEND": "hf-inference",
+        "CHORUS_IMAGE_MODEL": "test-org/tiny-sd",
+        "CHORUS_IMAGE_EXTRA_MODELS": json.dumps(["test-org/loading", "test-org/rate-limited"]),
+        "CHORUS_IMAGE_HF_ENDPOINT": api.url,
+        "CHORUS_IMAGE_HF_TOKEN": token,
+    }
+
+
+@pytest.fixture(scope="session")
+def image_hf(image_logs: Path, hf_api: FakeHfInference) -> Iterator[ServiceProcess]:
+    with serving(IMAGE_SPEC, hf_env(hf_api, VALID_TOKEN), image_logs / "image-hf.log") as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session", params=["diffusers", "hf-inference"])
+def image_server(request: pytest.FixtureRequest) -> ServiceProcess:
+    """Each backend in turn: the contract tests must pass on both."""
+    name = "image_diffusers" if request.param == "diffusers" else "image_hf"
+    return request.getfixturevalue(name)
+
+
+def stub(proc: ServiceProcess) -> image_pb2_grpc.ImageGenerationStub:
+    return image_pb2_grpc.ImageGenerationStub(grpc.insecure_channel(proc.address))
+
+
+def draw(prompt: str = "a red bicycle by the sea", **fields) -> image_pb2.GenerateImageRequest:
+    return image_pb2.GenerateImageRequest(prompt=prompt, **fields)
+
+
+def collect(responses):
+    progress, images, results = [], [], []
+    for response in responses:
+        kind = response.WhichOneof("event")
+        assert not results, "an event arrived after the result"
+        if kind == "progress":
+            progress.append(response.progress)
+        elif kind == "image":
+            images.append(response.image)
+        else:
+            results.append(response.result)
+    assert len(results) == 1
+    return progress, images, results[0]
+
+
+def field_violation(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return bad.field_violations[0].field
+    raise AssertionError("no BadRequest detail")
+
+
+def wait_worker_free(proc: ServiceProcess, within: float) -> None:
+    started = time.monotonic()
+    while metric_value(scrape(proc), "chorus_worker_admitted") > 0:
+        assert time.monotonic() - started < within, "the worker was not freed"
+        time.sleep(0.02)
+
+
+def test_generate_streams_progress_then_pngs(image_server):
+    progress, images, result = collect(
+        stub(image_server).Generate(
+            draw(width=96, height=64, steps=5, num_images=2, seed=42, guidance_scale=5.0),
+            timeout=60,
+        )
+    )
+    steps = [p.step for p in progress]
+    assert steps == sorted(steps) and steps[-1] == 5
+    assert all(p.total_steps == 5 for p in progress)
+    assert [i.index for i in images] == [0, 1]
+    assert [i.seed for i in images] == [42, 43]
+    for image in images:
+        picture = Image.open(io.BytesIO(image.png))
+        assert picture.format == "PNG"
+        assert picture.size == (96, 64) == (image.width, image.height)
+    assert images[0].png != images[1].png
+    assert result.num_images == 2
+    assert result.processing_seconds > 0
+
+
+def test_local_progress_reports_every_step(image_diffusers):
+    progress, _, _ = collect(stub(image_diffusers).Generate(draw(steps=6, seed=1), timeout=60))
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5, 6]
+
+
+def test_defaults_and_random_seed(image_server):
+    _, (image,), result = collect(stub(image_server).Generate(draw(), timeout=60))
+    assert (image.width, image.height) == (64, 64)
+    assert result.num_images == 1
+    assert Image.open(io.BytesIO(image.png)).size == (64, 64)
+
+
+def test_same_seed_same_image(image_server):
+    request = draw("a lighthouse at dusk", seed=7, steps=3)
+    first = collect(stub(image_server).Generate(request, timeout=60))[1][0]
+    second = collect(stub(image_server).Generate(request, timeout=60))[1][0]
+    other_seed = draw("a lighthouse at dusk", seed=8, steps=3)
+    other = collect(stub(image_server).Generate(other_seed, timeout=60))[1][0]
+    assert first.png == second.png
+    assert first.png != other.png
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (draw(""), "prompt"),
+        (draw("   "), "prompt"),
+        (draw("x" * 201), "prompt"),
+        (draw(negative_prompt="y" * 201), "negative_prompt"),
+        (draw(width=100), "width"),
+        (draw(height=1024), "height"),
+        (draw(width=32), "width"),
+        (draw(steps=51), "steps"),
+        (draw(num_images=4), "num_images"),
+        (draw(guidance_scale=-1.0), "guidance_scale"),
+    ],
+    ids=[
+        "empty-prompt", "blank-prompt", "long-prompt", "long-negative", "width-not-8",
+        "height-over-max", "width-too-small", "too-many-steps", "too-many-images", "guidance",
+    ],
+)
+def test_bad_input_is_invalid_argument(image_server, request_, field):
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub(image_server).Generate(request_, timeout=10))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violation(error.value) == field
+    assert image_server.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_unknown_model_is_not_found(image_server):
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub(image_server).Generate(draw(model="nobody/nothing"), timeout=10))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_models(image_server):
+    models = stub(image_server).ListModels(common_pb2.ListModelsRequest(), timeout=10).models
+    (default,) = [m for m in models if m.is_default]
+    assert default.loaded and default.backend in ("diffusers", "hf-inference")
+
+
+# A generation that takes tens of seconds with the tiny model (256x256, 50 steps of ~0.6 s).
+LONG = dict(width=256, height=256, steps=50, seed=3)
+# Cancelled work stops at the end of the step it is in. Loose, so that a busy machine does
+# not fail it, yet far below the time the 50 steps would take if they were not stopped.
+STOP_WITHIN_SECONDS = 10.0
+
+
+def test_deadline_exceeded_frees_worker(image_diffusers):
+    wait_worker_free(image_diffusers, within=30)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub(image_diffusers).Generate(draw(**LONG), timeout=0.5))
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_worker_free(image_diffusers, within=STOP_WITHIN_SECONDS)
+    assert image_diffusers.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_cancel_stops_steps_and_full_queue_is_refused(image_diffusers):
+    """One worker, one queue slot: a third concurrent call is refused; cancelling frees both."""
+    wait_worker_free(image_diffusers, within=30)
+    running = stub(image_diffusers).Generate(draw(**LONG), timeout=60)
+    assert next(running).WhichOneof("event") == "progress"  # denoising has started
+    queued = stub(image_diffusers).Generate(draw(**LONG), timeout=60)
+    deadline = time.monotonic() + 30
+    while metric_value(scrape(image_diffusers), "chorus_worker_admitted") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub(image_diffusers).Generate(draw(), timeout=10))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    queued.cancel()
+    running.cancel()
+    wait_worker_free(image_diffusers, within=STOP_WITHIN_SECONDS)
+    _, images, _ = collect(stub(image_diffusers).Generate(draw(steps=2), timeout=30))
+    assert len(images) == 1
+
+
+def test_hf_request_carries_the_parameters(image_hf, hf_api):
+    before = len(hf_api.requests)
+    collect(
+        stub(image_hf).Generate(
+            draw("a cat", negative_prompt="dogs", width=128, height=64, steps=9, seed=5,
+                 guidance_scale=3.5),
+            timeout=30,
+        )
+    )
+    (sent,) = hf_api.requests[before:]
+    assert sent["path"] == "/models/test-org/tiny-sd"
+    assert sent["accept"] == "image/png"
+    assert sent["body"]["inputs"] == "a cat"
+    assert sent["body"]["parameters"] == {
+        "negative_prompt": "dogs", "width": 128, "height": 64, "num_inference_steps": 9,
+        "guidance_scale": 3.5, "seed": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "code"),
+    [
+        ("test-org/loading", grpc.StatusCode.UNAVAILABLE),
+        ("test-org/rate-limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ],
+)
+def test_hf_errors_map_to_status_codes(image_hf, model, code):
+    with pytest.raises(grpc.RpcError) as error:
+        collect(stub(image_hf).Generate(draw(model=model), timeout=30))
+    assert error.value.code() == code
+    assert image_hf.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_hf_bad_token_is_unauthenticated_and_tokens_never_logged(image_hf, hf_api, image_logs):
+    bad = "hf_wrongTokenForTheLoopbackTest987"
+    log_path = image_logs / "image-hf-bad-token.log"
+    with serving(IMAGE_SPEC, hf_env(hf_api, bad), log_path) as proc:
+        with pytest.raises(grpc.RpcError) as error:
+            collect(stub(proc).Generate(draw(), timeout=30))
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert bad not in error.value.details()
+    assert hf_api.requests[-1]["auth"] == f"Bearer {bad}"  # it was sent, just never logged
+    for log in (log_path, image_logs / "image-hf.log"):
+        text = log.read_text()
+        assert "DEBUG" in text
+        assert bad not in text and VALID_TOKEN not in text
