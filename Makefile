@@ -44,6 +44,7 @@ bench: env system-deps protos
 	$(PY) bench/models.py
 	$(PY) bench/turn.py
 	$(PY) bench/gateway.py
+	$(PY) bench/scale.py
 
 lint: env
 	$(PY) -m ruff check services gateway deploy tests bench scripts

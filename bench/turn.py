@@ -16,12 +16,14 @@ import grpc
 from chorus.v1 import (
     llm_pb2,
     llm_pb2_grpc,
-    orchestrator_pb2 as pb,
     orchestrator_pb2_grpc,
     stt_pb2,
     stt_pb2_grpc,
     tts_pb2,
     tts_pb2_grpc,
+)
+from chorus.v1 import (
+    orchestrator_pb2 as pb,
 )
 
 from services.common.text import pop_complete_sentences
@@ -33,11 +35,17 @@ QUESTION = "What is the capital of France? Tell me a little about it."
 OPTIONS = pb.TurnOptions(max_tokens=64, temperature=0, seed=1)
 
 
-def converse(stub: orchestrator_pb2_grpc.OrchestratorStub, config: pb.TurnConfig, payload: pb.ConverseRequest) -> tuple[float, float, float]:
+def converse(
+    stub: orchestrator_pb2_grpc.OrchestratorStub, config: pb.TurnConfig, payload: pb.ConverseRequest
+) -> tuple[float, float, float]:
     """(first audio, last audio, end of turn) in seconds from the start of the call."""
     started = time.perf_counter()
     first = last = 0.0
-    requests = [pb.ConverseRequest(config=config), payload, pb.ConverseRequest(end_of_input=pb.EndOfInput())]
+    requests = [
+        pb.ConverseRequest(config=config),
+        payload,
+        pb.ConverseRequest(end_of_input=pb.EndOfInput()),
+    ]
     for event in stub.Converse(iter(requests), timeout=300):
         if event.HasField("audio_chunk"):
             last = time.perf_counter() - started
@@ -52,8 +60,10 @@ def direct_stages(stt, llm, tts, wav: bytes | None, text: str) -> float:
         text = stt.Transcribe(stt_pb2.TranscribeRequest(audio=wav), timeout=300).text.strip()
     request = llm_pb2.GenerateTextRequest(
         messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=text)],
-        system_prompt=DEFAULT_SYSTEM_PROMPT, max_tokens=OPTIONS.max_tokens,
-        temperature=OPTIONS.temperature, seed=OPTIONS.seed,
+        system_prompt=DEFAULT_SYSTEM_PROMPT,
+        max_tokens=OPTIONS.max_tokens,
+        temperature=OPTIONS.temperature,
+        seed=OPTIONS.seed,
     )
     reply = next(r.result.text for r in llm.Generate(request, timeout=300) if r.HasField("result"))
     sentences, rest = pop_complete_sentences(reply + "\n")
@@ -64,7 +74,11 @@ def direct_stages(stt, llm, tts, wav: bytes | None, text: str) -> float:
 
 
 def main() -> int:
-    procs = [ServiceProcess(spec, free_port(), free_port()) for spec in SUITE if spec.name != "orchestrator"]
+    procs = [
+        ServiceProcess(spec, free_port(), free_port())
+        for spec in SUITE
+        if spec.name != "orchestrator"
+    ]
     by_name = {p.spec.name: p for p in procs}
     for proc in procs:
         proc.start()
@@ -72,7 +86,10 @@ def main() -> int:
     try:
         for proc in procs:
             proc.wait_ready(600)
-        env = {f"CHORUS_ORCH_{n.upper()}_ADDRESS": by_name[n].address for n in ("stt", "tts", "llm", "image")}
+        env = {
+            f"CHORUS_ORCH_{n.upper()}_ADDRESS": by_name[n].address
+            for n in ("stt", "tts", "llm", "image")
+        }
         spec = next(s for s in SUITE if s.name == "orchestrator")
         orch = ServiceProcess(spec, free_port(), free_port(), env=env).start()
         orch.wait_ready()
@@ -83,11 +100,22 @@ def main() -> int:
         wav = tts.Synthesize(tts_pb2.SynthesizeRequest(text=QUESTION), timeout=60).audio
 
         cases = {
-            "text turn": (pb.TurnConfig(input_mode=pb.INPUT_MODE_TEXT, options=OPTIONS), pb.ConverseRequest(text=QUESTION), None),
-            "spoken turn": (pb.TurnConfig(input_mode=pb.INPUT_MODE_SPEECH, options=OPTIONS), pb.ConverseRequest(audio=wav), wav),
+            "text turn": (
+                pb.TurnConfig(input_mode=pb.INPUT_MODE_TEXT, options=OPTIONS),
+                pb.ConverseRequest(text=QUESTION),
+                None,
+            ),
+            "spoken turn": (
+                pb.TurnConfig(input_mode=pb.INPUT_MODE_SPEECH, options=OPTIONS),
+                pb.ConverseRequest(audio=wav),
+                wav,
+            ),
         }
         print(f"\nmedian of {REPEATS} runs each, interleaved; seconds\n")
-        print(f"{'turn':<14}{'1st audio':>10}{'all audio':>10}{'ratio':>7}{'turn':>8}{'stages':>8}{'ratio':>7}")
+        print(
+            f"{'turn':<14}{'1st audio':>10}{'all audio':>10}{'ratio':>7}"
+            f"{'turn':>8}{'stages':>8}{'ratio':>7}"
+        )
         for name, (config, payload, audio) in cases.items():
             converse(stub, config, payload)  # warm-up
             firsts, lasts, totals, directs = [], [], [], []
@@ -100,7 +128,10 @@ def main() -> int:
             f, a = statistics.median(firsts), statistics.median(lasts)
             t, d = statistics.median(totals), statistics.median(directs)
             print(f"{name:<14}{f:>10.3f}{a:>10.3f}{f / a:>7.2f}{t:>8.3f}{d:>8.3f}{t / d:>7.2f}")
-        print("\ntargets: first audio / all audio <= 0.5; orchestrated turn / sum of direct stages <= 1.05")
+        print(
+            "\ntargets: first audio / all audio <= 0.5; "
+            "orchestrated turn / sum of direct stages <= 1.05"
+        )
     finally:
         if orch is not None:
             orch.stop()

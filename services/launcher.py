@@ -1,4 +1,4 @@
-"""Start the Chorus suite as local processes on loopback: ``make run`` (``python -m services.launcher``).
+"""Start the Chorus suite as local processes on loopback: ``make run``.
 
 Each service runs in its own process, exactly as it would in a container; the launcher waits
 until every one reports SERVING on the official health service, prints the addresses, and on
@@ -46,9 +46,16 @@ SUITE = (
     ServiceSpec("llm", "services.llm", "CHORUS_LLM_", 50053, 9153),
     # The offline image model is a tiny random-weight pipeline: keep its pictures small and fast.
     ServiceSpec(
-        "image", "services.image", "CHORUS_IMAGE_", 50054, 9154,
-        defaults={"CHORUS_IMAGE_DEFAULT_WIDTH": "128", "CHORUS_IMAGE_DEFAULT_HEIGHT": "128",
-                  "CHORUS_IMAGE_DEFAULT_STEPS": "8"},
+        "image",
+        "services.image",
+        "CHORUS_IMAGE_",
+        50054,
+        9154,
+        defaults={
+            "CHORUS_IMAGE_DEFAULT_WIDTH": "128",
+            "CHORUS_IMAGE_DEFAULT_HEIGHT": "128",
+            "CHORUS_IMAGE_DEFAULT_STEPS": "8",
+        },
     ),
     ServiceSpec("orchestrator", "services.orchestrator", "CHORUS_ORCH_", 50055, 9155),
     ServiceSpec("gateway", "gateway", "CHORUS_GATEWAY_", 8000, 0, http_ready="/readyz"),
@@ -80,7 +87,9 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         env = {**self.spec.defaults, **os.environ}
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "gen"), str(ROOT), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT / "gen"), str(ROOT), env.get("PYTHONPATH", "")]
+        )
         env[f"{self.spec.env_prefix}HOST"] = "127.0.0.1"
         env[f"{self.spec.env_prefix}PORT"] = str(self.port)
         env[f"{self.spec.env_prefix}METRICS_PORT"] = str(self.metrics_port)
@@ -99,7 +108,9 @@ class ServiceProcess:
         """The health status, or None when the server does not answer."""
         if self.spec.http_ready:
             try:
-                with urllib.request.urlopen(f"http://{self.address}{self.spec.http_ready}", timeout=timeout):
+                with urllib.request.urlopen(
+                    f"http://{self.address}{self.spec.http_ready}", timeout=timeout
+                ):
                     return health_pb2.HealthCheckResponse.SERVING
             except urllib.error.HTTPError:
                 return health_pb2.HealthCheckResponse.NOT_SERVING
@@ -120,7 +131,8 @@ class ServiceProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"{self.spec.name} exited with code {self.process.returncode} before it was ready"
+                    f"{self.spec.name} exited with code {self.process.returncode} "
+                    "before it was ready"
                 )
             status = self.health()
             if not self.observed_health or self.observed_health[-1] != status:
@@ -149,7 +161,9 @@ def main() -> int:
     run_dir.mkdir(exist_ok=True)
     use_envoy = os.environ.get("CHORUS_ENVOY", "") not in ("", "0")
     processes = {
-        spec.name: ServiceProcess(spec, spec.port, spec.metrics_port, log_path=run_dir / f"{spec.name}.log")
+        spec.name: ServiceProcess(
+            spec, spec.port, spec.metrics_port, log_path=run_dir / f"{spec.name}.log"
+        )
         for spec in SUITE
     }
     busy = [p for p in processes.values() if _port_in_use(p.port)]
@@ -180,9 +194,17 @@ def main() -> int:
                 from deploy.envoy.local import running_envoy
 
                 envoy = stack.enter_context(
-                    running_envoy({p.spec.name: [p] for p in models}, run_dir, listen_port=10000, admin_port=9901)
+                    running_envoy(
+                        {p.spec.name: [p] for p in models},
+                        run_dir,
+                        listen_port=10000,
+                        admin_port=9901,
+                    )
                 )
-                print(f"  {'envoy':<12} grpc://{envoy.address}   admin http://127.0.0.1:9901", flush=True)
+                print(
+                    f"  {'envoy':<12} grpc://{envoy.address}   admin http://127.0.0.1:9901",
+                    flush=True,
+                )
                 orchestrator.env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
                 gateway.env = {"CHORUS_GATEWAY_ENVOY_ADDRESS": envoy.address}
             stack.callback(orchestrator.stop)
@@ -190,7 +212,10 @@ def main() -> int:
             _print_ready(orchestrator)
             stack.callback(gateway.stop)
             gateway.start().wait_ready()
-            print(f"  {'gateway':<12} http://{gateway.address}/v1 (OpenAI-compatible)   log {gateway.log_path}")
+            print(
+                f"  {'gateway':<12} http://{gateway.address}/v1 (OpenAI-compatible)   "
+                f"log {gateway.log_path}"
+            )
             print(f"\nChorus is SERVING: open http://{gateway.address}/api/interface/", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             while not stopping:

@@ -39,10 +39,16 @@ def stt_faster_whisper(logs: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="session")
-def stt_openai_whisper(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def stt_openai_whisper(
+    logs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
     """openai-whisper with a tiny random-weight checkpoint loaded by ``whisper.load_model``."""
     checkpoint = build_tiny_openai_whisper(tmp_path_factory.mktemp("whisper") / "tiny-random.pt")
-    env = {**STT_LIMITS, "CHORUS_STT_BACKEND": "openai-whisper", "CHORUS_STT_MODEL": str(checkpoint)}
+    env = {
+        **STT_LIMITS,
+        "CHORUS_STT_BACKEND": "openai-whisper",
+        "CHORUS_STT_MODEL": str(checkpoint),
+    }
     with running("stt", env, logs, "ow") as p:
         yield p
 
@@ -220,7 +226,9 @@ def image_diffusers(logs: Path, tiny_sd: Path) -> Iterator[ServiceProcess]:
         yield p
 
 
-def orchestrator_env(stt: ServiceProcess, tts: ServiceProcess, llm: ServiceProcess, image: ServiceProcess | str) -> dict[str, str]:
+def orchestrator_env(
+    stt: ServiceProcess, tts: ServiceProcess, llm: ServiceProcess, image: ServiceProcess | str
+) -> dict[str, str]:
     return {
         "CHORUS_ORCH_STT_ADDRESS": stt.address,
         "CHORUS_ORCH_TTS_ADDRESS": tts.address,
@@ -244,14 +252,20 @@ def orchestrator(
 
 
 @pytest.fixture(scope="session")
-def gateway(logs: Path, orchestrator, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers):
+def gateway(
+    logs: Path, orchestrator, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+):
     """The HTTP gateway (gunicorn) over the orchestrator and the model services; ready when its
     /readyz says the orchestrator is SERVING."""
     from tests.support.gateway import gateway_env, running_gateway
 
     env = gateway_env(
-        orchestrator=orchestrator, stt=stt_faster_whisper, tts=tts_piper, llm=llm_llama_cpp,
-        image=image_diffusers, CHORUS_GATEWAY_MAX_HISTORY_MESSAGES="8",
+        orchestrator=orchestrator,
+        stt=stt_faster_whisper,
+        tts=tts_piper,
+        llm=llm_llama_cpp,
+        image=image_diffusers,
+        CHORUS_GATEWAY_MAX_HISTORY_MESSAGES="8",
     )
     with running_gateway(env, logs, "suite", ready="/readyz") as proc:
         yield proc

@@ -57,7 +57,10 @@ def test_pcm16_and_resample():
 
 def test_split_sentences():
     assert split_sentences("Hello there! How are you? Fine.\nNext line") == [
-        "Hello there!", "How are you?", "Fine.", "Next line",
+        "Hello there!",
+        "How are you?",
+        "Fine.",
+        "Next line",
     ]
     long = "word " * 200
     pieces = split_sentences(long, max_chars=100)

@@ -340,26 +340,41 @@ def test_local_rate_limit(suite, logs: Path) -> None:
         assert envoy.stat("chorus_rate_limit.http_local_rate_limit.rate_limited") >= 1
 
 
-def test_full_turn_through_envoy(logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers) -> None:
-    """orchestrator -> Envoy -> model services: a whole turn, every stage routed by Envoy."""
-    from chorus.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+def test_full_turn_through_envoy(
+    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+) -> None:
+    """gateway -> orchestrator -> Envoy -> model services: a whole turn over HTTP, every model
+    stage routed by Envoy."""
+    import requests
 
+    from tests.support.gateway import gateway_env, running_gateway
     from tests.support.services import running
+    from tests.test_gateway import sse_events
 
-    models = {"stt": [stt_faster_whisper], "tts": [tts_piper], "llm": [llm_llama_cpp], "image": [image_diffusers]}
+    models = {
+        "stt": [stt_faster_whisper],
+        "tts": [tts_piper],
+        "llm": [llm_llama_cpp],
+        "image": [image_diffusers],
+    }
     with running_envoy(models, logs, "turn") as envoy:
         env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
         with running("orchestrator", env, logs, "via-envoy") as orchestrator:
-            stub = orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(orchestrator.address))
-            response = stub.RunTurn(
-                pb.RunTurnRequest(
-                    config=pb.TurnConfig(image_mode=pb.IMAGE_MODE_ON, options=pb.TurnOptions(max_tokens=30)),
-                    text="Draw a lighthouse.",
-                ),
-                timeout=180,
-            )
+            genv = gateway_env(orchestrator=orchestrator)
+            with running_gateway(genv, logs, "via-envoy", ready="/readyz") as gateway:
+                with requests.post(
+                    f"{gateway.url}/api/turns",
+                    json={"text": "Draw a lighthouse.", "image_mode": "on", "max_tokens": 30},
+                    stream=True,
+                    timeout=180,
+                ) as response:
+                    assert response.status_code == 200
+                    events = list(sse_events(response))
         routed = {
-            kind: envoy.stat(f"cluster.{kind}.upstream_rq_completed") for kind in ("tts", "llm", "image")
+            kind: envoy.stat(f"cluster.{kind}.upstream_rq_completed")
+            for kind in ("tts", "llm", "image")
         }
-    assert response.reply.text and response.audio and response.images and not response.errors
+    kinds = [k for k, _ in events]
+    assert "reply_final" in kinds and "audio_chunk" in kinds and "image_result" in kinds, kinds
+    assert "error" not in kinds, events
     assert all(count >= 1 for count in routed.values()), routed

@@ -162,8 +162,16 @@ def test_same_seed_same_image(image_server):
         (draw(guidance_scale=-1.0), "guidance_scale"),
     ],
     ids=[
-        "empty-prompt", "blank-prompt", "long-prompt", "long-negative", "width-not-8",
-        "height-over-max", "width-too-small", "too-many-steps", "too-many-images", "guidance",
+        "empty-prompt",
+        "blank-prompt",
+        "long-prompt",
+        "long-negative",
+        "width-not-8",
+        "height-over-max",
+        "width-too-small",
+        "too-many-steps",
+        "too-many-images",
+        "guidance",
     ],
 )
 def test_bad_input_is_invalid_argument(image_server, request_, field):
@@ -226,8 +234,15 @@ def test_hf_request_carries_the_parameters(image_hf, hf_api):
     before = len(hf_api.requests)
     collect(
         stub(image_hf).Generate(
-            draw("a cat", negative_prompt="dogs", width=128, height=64, steps=9, seed=5,
-                 guidance_scale=3.5),
+            draw(
+                "a cat",
+                negative_prompt="dogs",
+                width=128,
+                height=64,
+                steps=9,
+                seed=5,
+                guidance_scale=3.5,
+            ),
             timeout=30,
         )
     )
@@ -236,8 +251,12 @@ def test_hf_request_carries_the_parameters(image_hf, hf_api):
     assert sent["accept"] == "image/png"
     assert sent["body"]["inputs"] == "a cat"
     assert sent["body"]["parameters"] == {
-        "negative_prompt": "dogs", "width": 128, "height": 64, "num_inference_steps": 9,
-        "guidance_scale": 3.5, "seed": 5,
+        "negative_prompt": "dogs",
+        "width": 128,
+        "height": 64,
+        "num_inference_steps": 9,
+        "guidance_scale": 3.5,
+        "seed": 5,
     }
 
 

@@ -28,7 +28,8 @@ TINY = {"CHORUS_STT_MODEL": "whisper-tiny.en", "CHORUS_STT_EXTRA_MODELS": "[]"}
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return espeak(
-        "Testing the queue with a sentence of moderate length.", "en",
+        "Testing the queue with a sentence of moderate length.",
+        "en",
         tmp_path_factory.mktemp("q") / "q.wav",
     )
 
@@ -42,7 +43,10 @@ def test_health_not_serving_until_model_loaded(stt_faster_whisper):
 
 
 def test_reflection_lists_services(stt_faster_whisper, tts_piper):
-    for proc, name in ((stt_faster_whisper, "chorus.v1.SpeechToText"), (tts_piper, "chorus.v1.TextToSpeech")):
+    for proc, name in (
+        (stt_faster_whisper, "chorus.v1.SpeechToText"),
+        (tts_piper, "chorus.v1.TextToSpeech"),
+    ):
         with grpc.insecure_channel(proc.address) as channel:
             services = ProtoReflectionDescriptorDatabase(channel).get_services()
         assert name in services
@@ -58,9 +62,9 @@ def test_metrics_count_requests(tts_piper):
         stub.Synthesize(tts_pb2.SynthesizeRequest(text=""), timeout=30)
     after = scrape(tts_piper)
     for code in ("OK", "INVALID_ARGUMENT"):
-        delta = metric_value(after, "chorus_grpc_requests_total", method=method, code=code) - metric_value(
-            before, "chorus_grpc_requests_total", method=method, code=code
-        )
+        delta = metric_value(
+            after, "chorus_grpc_requests_total", method=method, code=code
+        ) - metric_value(before, "chorus_grpc_requests_total", method=method, code=code)
         assert delta == 1, code
     assert metric_value(after, "chorus_grpc_request_seconds_count", method=method) >= 2
     assert metric_value(after, "chorus_model_load_seconds", model="en_US-joe-medium") > 0

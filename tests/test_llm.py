@@ -185,8 +185,14 @@ def test_list_models(llm_server):
         ),
     ],
     ids=[
-        "no-messages", "empty-content", "max-tokens", "temperature", "top-p", "stops",
-        "empty-stop", "late-system",
+        "no-messages",
+        "empty-content",
+        "max-tokens",
+        "temperature",
+        "top-p",
+        "stops",
+        "empty-stop",
+        "late-system",
     ],
 )
 def test_bad_input_is_invalid_argument(llm_server, request_, field):

@@ -14,9 +14,11 @@ import pytest
 from chorus.v1 import (
     common_pb2,
     llm_pb2,
-    orchestrator_pb2 as pb,
     orchestrator_pb2_grpc,
     tts_pb2,
+)
+from chorus.v1 import (
+    orchestrator_pb2 as pb,
 )
 from grpc_health.v1 import health_pb2
 from PIL import Image
@@ -52,7 +54,9 @@ def assert_valid_order(events: list[pb.TurnEvent]) -> None:
     assert k.index("transcript_final") < k.index("reply_final")
     assert all(i > k.index("transcript_final") for i, x in enumerate(k) if x == "reply_delta")
     assert all(i < k.index("reply_final") for i, x in enumerate(k) if x == "reply_delta")
-    assert all(i < k.index("transcript_final") for i, x in enumerate(k) if x == "transcript_partial")
+    assert all(
+        i < k.index("transcript_final") for i, x in enumerate(k) if x == "transcript_partial"
+    )
     assert k[-1] == "turn_timings"
     deltas = "".join(e.reply_delta.text for e in events if e.HasField("reply_delta"))
     assert deltas == next(e.reply_final.text for e in events if e.HasField("reply_final"))
@@ -65,17 +69,23 @@ def assert_valid_order(events: list[pb.TurnEvent]) -> None:
 
 @pytest.fixture(scope="module")
 def question_wav(tts_piper) -> bytes:
-    return tts_stub(tts_piper).Synthesize(tts_pb2.SynthesizeRequest(text=QUESTION), timeout=60).audio
+    return (
+        tts_stub(tts_piper).Synthesize(tts_pb2.SynthesizeRequest(text=QUESTION), timeout=60).audio
+    )
 
 
 def test_spoken_question(orchestrator, question_wav):
     requests = [
         pb.ConverseRequest(
             config=pb.TurnConfig(
-                input_mode=pb.INPUT_MODE_SPEECH, options=pb.TurnOptions(max_tokens=60, temperature=0)
+                input_mode=pb.INPUT_MODE_SPEECH,
+                options=pb.TurnOptions(max_tokens=60, temperature=0),
             )
         ),
-        *(pb.ConverseRequest(audio=question_wav[i : i + 16000]) for i in range(0, len(question_wav), 16000)),
+        *(
+            pb.ConverseRequest(audio=question_wav[i : i + 16000])
+            for i in range(0, len(question_wav), 16000)
+        ),
         pb.ConverseRequest(end_of_input=pb.EndOfInput()),
     ]
     events = list(stub(orchestrator).Converse(iter(requests), timeout=180))
@@ -152,8 +162,13 @@ def test_text_turn_with_image(orchestrator):
 def test_auto_image_mode_only_draws_when_asked(orchestrator):
     events = list(
         stub(orchestrator).Converse(
-            iter(text_turn("Tell me a fun fact.", image_mode=pb.IMAGE_MODE_AUTO,
-                           options=pb.TurnOptions(max_tokens=20, text_only=True))),
+            iter(
+                text_turn(
+                    "Tell me a fun fact.",
+                    image_mode=pb.IMAGE_MODE_AUTO,
+                    options=pb.TurnOptions(max_tokens=20, text_only=True),
+                )
+            ),
             timeout=120,
         )
     )
@@ -183,7 +198,9 @@ def _norm(text: str) -> str:
     return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
-def test_cancel_mid_reply_cancels_downstream(logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers):
+def test_cancel_mid_reply_cancels_downstream(
+    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+):
     """Cancel while the reply is being generated and spoken: the LLM's Generate and the TTS call
     both end CANCELLED, the LLM's worker is free again, and the next turn works.
 
@@ -193,17 +210,27 @@ def test_cancel_mid_reply_cancels_downstream(logs: Path, stt_faster_whisper, tts
     synthesize = "/chorus.v1.TextToSpeech/StreamingSynthesize"
 
     def cancelled(proc: ServiceProcess, method: str) -> float:
-        return metric_value(scrape(proc), "chorus_grpc_requests_total", method=method, code="CANCELLED")
+        return metric_value(
+            scrape(proc), "chorus_grpc_requests_total", method=method, code="CANCELLED"
+        )
 
-    env = {**orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers), "CHORUS_ORCH_SENTENCE_MAX_CHARS": "20"}
+    env = {
+        **orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers),
+        "CHORUS_ORCH_SENTENCE_MAX_CHARS": "20",
+    }
     with running("orchestrator", env, logs, "cancel") as orch:
-        before_llm, before_tts = cancelled(llm_llama_cpp, generate), cancelled(tts_piper, synthesize)
+        before_llm, before_tts = (
+            cancelled(llm_llama_cpp, generate),
+            cancelled(tts_piper, synthesize),
+        )
         tts = tts_stub(tts_piper)
 
         def tts_in_flight() -> float:
-            return metric_value(scrape(tts_piper), "chorus_grpc_in_flight", method="/chorus.v1.TextToSpeech/Synthesize") + metric_value(
-                scrape(tts_piper), "chorus_grpc_in_flight", method=synthesize
-            )
+            return metric_value(
+                scrape(tts_piper),
+                "chorus_grpc_in_flight",
+                method="/chorus.v1.TextToSpeech/Synthesize",
+            ) + metric_value(scrape(tts_piper), "chorus_grpc_in_flight", method=synthesize)
 
         # One unary synthesis of a long text is one unit of work: it holds the TTS worker for
         # seconds, so the turn's first Synthesize waits in the queue behind it.
@@ -219,7 +246,12 @@ def test_cancel_mid_reply_cancels_downstream(logs: Path, stt_faster_whisper, tts
             assert time.monotonic() < deadline
             time.sleep(0.02)
         call = stub(orch).Converse(
-            iter(text_turn("Count from one to a thousand: 1, 2, 3, 4, 5, 6,", options=pb.TurnOptions(max_tokens=600, temperature=0))),
+            iter(
+                text_turn(
+                    "Count from one to a thousand: 1, 2, 3, 4, 5, 6,",
+                    options=pb.TurnOptions(max_tokens=600, temperature=0),
+                )
+            ),
             timeout=300,
         )
         for event in call:
@@ -236,22 +268,41 @@ def test_cancel_mid_reply_cancels_downstream(logs: Path, stt_faster_whisper, tts
             time.sleep(0.1)
         assert llm_done == 1 and tts_done == 1
         while metric_value(scrape(llm_llama_cpp), "chorus_worker_admitted") > 0:
-            assert time.monotonic() < deadline, "the cancelled generation still holds the LLM worker"
+            assert time.monotonic() < deadline, (
+                "the cancelled generation still holds the LLM worker"
+            )
             time.sleep(0.1)
-        events = list(stub(orch).Converse(iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=20))), timeout=180))
+        events = list(
+            stub(orch).Converse(
+                iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=20))), timeout=180
+            )
+        )
     assert_valid_order(events)
 
 
-def test_image_service_down_degrades(logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, tiny_sd):
+def test_image_service_down_degrades(
+    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, tiny_sd
+):
     from tests.conftest import IMAGE_LIMITS
 
     env = {**IMAGE_LIMITS, "CHORUS_IMAGE_BACKEND": "diffusers", "CHORUS_IMAGE_MODEL": str(tiny_sd)}
     with running("image", env, logs, "doomed") as image:
-        with running("orchestrator", orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image), logs, "img-down") as orch:
+        with running(
+            "orchestrator",
+            orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image),
+            logs,
+            "img-down",
+        ) as orch:
             image.stop()
             events = list(
                 stub(orch).Converse(
-                    iter(text_turn("Draw a boat.", image_mode=pb.IMAGE_MODE_ON, options=pb.TurnOptions(max_tokens=30))),
+                    iter(
+                        text_turn(
+                            "Draw a boat.",
+                            image_mode=pb.IMAGE_MODE_ON,
+                            options=pb.TurnOptions(max_tokens=30),
+                        )
+                    ),
                     timeout=120,
                 )
             )
@@ -262,13 +313,22 @@ def test_image_service_down_degrades(logs: Path, stt_faster_whisper, tts_piper, 
     assert "audio_chunk" in kinds(events) and "image_result" not in kinds(events)
 
 
-def test_tts_service_down_fails_turn(logs: Path, stt_faster_whisper, llm_llama_cpp, image_diffusers):
+def test_tts_service_down_fails_turn(
+    logs: Path, stt_faster_whisper, llm_llama_cpp, image_diffusers
+):
     with running("tts", {"CHORUS_TTS_BACKEND": "piper"}, logs, "doomed") as tts:
-        with running("orchestrator", orchestrator_env(stt_faster_whisper, tts, llm_llama_cpp, image_diffusers), logs, "tts-down") as orch:
+        with running(
+            "orchestrator",
+            orchestrator_env(stt_faster_whisper, tts, llm_llama_cpp, image_diffusers),
+            logs,
+            "tts-down",
+        ) as orch:
             tts.stop()
             received: list[pb.TurnEvent] = []
             with pytest.raises(grpc.RpcError) as err:
-                for event in stub(orch).Converse(iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=30))), timeout=120):
+                for event in stub(orch).Converse(
+                    iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=30))), timeout=120
+                ):
                     received.append(event)
             assert orch.health() == SERVING
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -277,17 +337,25 @@ def test_tts_service_down_fails_turn(logs: Path, stt_faster_whisper, llm_llama_c
     assert error.stage == pb.STAGE_SPEECH and error.fatal
 
 
-def test_two_replicas_share_a_conversation(logs: Path, orchestrator, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers):
+def test_two_replicas_share_a_conversation(
+    logs: Path, orchestrator, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+):
     """History travels with each turn: replica B answers the second turn of a conversation that
     replica A started, and its prompt holds the first turn."""
     env = orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers)
     with running("orchestrator", env, logs, "b") as replica_b:
         history: list[llm_pb2.ChatMessage] = []
         usages = []
-        for replica, text in ((orchestrator, "My name is Ada and I like tea."), (replica_b, "What do I like to drink?")):
+        for replica, text in (
+            (orchestrator, "My name is Ada and I like tea."),
+            (replica_b, "What do I like to drink?"),
+        ):
             response = stub(replica).RunTurn(
                 pb.RunTurnRequest(
-                    config=pb.TurnConfig(history=history, options=pb.TurnOptions(max_tokens=30, temperature=0, text_only=True)),
+                    config=pb.TurnConfig(
+                        history=history,
+                        options=pb.TurnOptions(max_tokens=30, temperature=0, text_only=True),
+                    ),
                     text=text,
                 ),
                 timeout=120,
@@ -304,7 +372,9 @@ def test_two_replicas_share_a_conversation(logs: Path, orchestrator, stt_faster_
 
 def test_one_turn_is_one_trace(orchestrator, logs: Path):
     response = stub(orchestrator).RunTurn(
-        pb.RunTurnRequest(config=pb.TurnConfig(options=pb.TurnOptions(max_tokens=20)), text=QUESTION),
+        pb.RunTurnRequest(
+            config=pb.TurnConfig(options=pb.TurnOptions(max_tokens=20)), text=QUESTION
+        ),
         timeout=120,
     )
     turn_id = response.turn_id
@@ -314,7 +384,8 @@ def test_one_turn_is_one_trace(orchestrator, logs: Path):
         spans += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     root = max(
         (
-            s for s in spans
+            s
+            for s in spans
             if s["name"] == "/chorus.v1.Orchestrator/RunTurn" and s["kind"] == "SpanKind.SERVER"
         ),
         key=lambda s: s["start_time"],
@@ -339,19 +410,27 @@ def test_bad_input(orchestrator):
     cases = [
         ([pb.ConverseRequest(text="hi")], grpc.StatusCode.INVALID_ARGUMENT, "config"),
         (
-            [pb.ConverseRequest(config=pb.TurnConfig(input_mode=pb.INPUT_MODE_TEXT)), pb.ConverseRequest(audio=b"RIFF")],
+            [
+                pb.ConverseRequest(config=pb.TurnConfig(input_mode=pb.INPUT_MODE_TEXT)),
+                pb.ConverseRequest(audio=b"RIFF"),
+            ],
             grpc.StatusCode.INVALID_ARGUMENT,
             "audio was sent in a text turn",
         ),
         (
-            text_turn("hi", history=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content="x")] * 9),
+            text_turn(
+                "hi", history=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content="x")] * 9
+            ),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "history",
         ),
         (text_turn("hi", voice="nobody"), grpc.StatusCode.NOT_FOUND, "unknown voice"),
         (text_turn("   "), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
         (
-            [pb.ConverseRequest(config=pb.TurnConfig(input_mode=pb.INPUT_MODE_SPEECH)), pb.ConverseRequest(audio=b"not audio at all")],
+            [
+                pb.ConverseRequest(config=pb.TurnConfig(input_mode=pb.INPUT_MODE_SPEECH)),
+                pb.ConverseRequest(audio=b"not audio at all"),
+            ],
             grpc.StatusCode.INVALID_ARGUMENT,
             "speech-to-text",
         ),
@@ -362,4 +441,9 @@ def test_bad_input(orchestrator):
         assert err.value.code() == code, words
         assert words in err.value.details(), err.value.details()
     assert orchestrator.health() == SERVING
-    assert list(orch.Converse(iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=10, text_only=True))), timeout=60))
+    assert list(
+        orch.Converse(
+            iter(text_turn(QUESTION, options=pb.TurnOptions(max_tokens=10, text_only=True))),
+            timeout=60,
+        )
+    )

@@ -44,7 +44,9 @@ def test_transcribe_shape(stt_server, hello):
 
 
 def test_given_language_is_kept(stt_server, hello):
-    r = stt_stub(stt_server).Transcribe(stt_pb2.TranscribeRequest(audio=hello, language="en"), timeout=120)
+    r = stt_stub(stt_server).Transcribe(
+        stt_pb2.TranscribeRequest(audio=hello, language="en"), timeout=120
+    )
     assert r.language == "en"
     assert r.language_probability == 1.0 or r.language_probability > 0.5
 
@@ -83,7 +85,9 @@ def test_bad_audio(stt_server, hello):
 
 def test_truncated_compressed_audio(stt_server, hello):
     mp3 = reencode(hello, "mp3", "libmp3lame", 22050)
-    err = _error(stt_stub(stt_server).Transcribe, stt_pb2.TranscribeRequest(audio=mp3[:300]), timeout=30)
+    err = _error(
+        stt_stub(stt_server).Transcribe, stt_pb2.TranscribeRequest(audio=mp3[:300]), timeout=30
+    )
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -112,7 +116,9 @@ def test_bad_options(stt_server, hello):
     err = _error(stub.Transcribe, stt_pb2.TranscribeRequest(audio=hello, model="nope"), timeout=30)
     assert err.code() == grpc.StatusCode.NOT_FOUND
     err = _error(
-        stub.Transcribe, stt_pb2.TranscribeRequest(audio=hello, initial_prompt="x" * 5000), timeout=30
+        stub.Transcribe,
+        stt_pb2.TranscribeRequest(audio=hello, initial_prompt="x" * 5000),
+        timeout=30,
     )
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -154,7 +160,9 @@ def test_streaming_transcribes(stt_server, hello):
     ]
     responses = list(stt_stub(stt_server).StreamingTranscribe(iter(requests), timeout=120))
     finals = [r for r in responses if r.is_final]
-    assert finals and finals[-1].audio_received_seconds == pytest.approx(len(audio) / 22050, abs=0.01)
+    assert finals and finals[-1].audio_received_seconds == pytest.approx(
+        len(audio) / 22050, abs=0.01
+    )
     assert all(r.language == "en" for r in finals)
 
 
@@ -162,7 +170,9 @@ def test_sixteen_concurrent_requests(stt_server, hello):
     stub = stt_stub(stt_server)
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futures = [
-            pool.submit(stub.Transcribe, stt_pb2.TranscribeRequest(audio=hello, language="en"), timeout=300)
+            pool.submit(
+                stub.Transcribe, stt_pb2.TranscribeRequest(audio=hello, language="en"), timeout=300
+            )
             for _ in range(16)
         ]
         results = [f.result() for f in futures]

@@ -39,8 +39,13 @@ def _round_trip_wer(stt, clips: dict[str, bytes]) -> float:
         for clip in clips.values()
     ]
     transform = jiwer.Compose(
-        [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(),
-         jiwer.Strip(), jiwer.ReduceToListOfListOfWords()]
+        [
+            jiwer.ToLowerCase(),
+            jiwer.RemovePunctuation(),
+            jiwer.RemoveMultipleSpaces(),
+            jiwer.Strip(),
+            jiwer.ReduceToListOfListOfWords(),
+        ]
     )
     return jiwer.wer(
         list(clips), hypotheses, reference_transform=transform, hypothesis_transform=transform
@@ -84,7 +89,9 @@ def test_streaming_partials_arrive_before_the_end(stt_faster_whisper, piper_spee
         )
         for start in range(0, len(audio), chunk):
             time.sleep(0.05)
-            yield stt_pb2.StreamingTranscribeRequest(audio_chunk=audio[start : start + chunk].tobytes())
+            yield stt_pb2.StreamingTranscribeRequest(
+                audio_chunk=audio[start : start + chunk].tobytes()
+            )
         sent_last_at.append(time.monotonic())
 
     stub = stt_stub(stt_faster_whisper)
@@ -109,7 +116,11 @@ def _norm(text: str) -> str:
 def test_streaming_rejects_chunks_without_config(stt_faster_whisper):
     stub = stt_stub(stt_faster_whisper)
     with pytest.raises(grpc.RpcError) as err:
-        list(stub.StreamingTranscribe(iter([stt_pb2.StreamingTranscribeRequest(audio_chunk=b"\0\0")]), timeout=30))
+        list(
+            stub.StreamingTranscribe(
+                iter([stt_pb2.StreamingTranscribeRequest(audio_chunk=b"\0\0")]), timeout=30
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config" in err.value.details()
 
@@ -117,9 +128,13 @@ def test_streaming_rejects_chunks_without_config(stt_faster_whisper):
 def test_tiny_en_is_selectable(stt_faster_whisper, piper_speech):
     stub = stt_stub(stt_faster_whisper)
     text, wav = next(iter(piper_speech.items()))
-    response = stub.Transcribe(stt_pb2.TranscribeRequest(audio=wav, model="whisper-tiny.en"), timeout=120)
+    response = stub.Transcribe(
+        stt_pb2.TranscribeRequest(audio=wav, model="whisper-tiny.en"), timeout=120
+    )
     assert response.model == "whisper-tiny.en"
     assert word_overlap(text, response.text) >= 0.8
     with pytest.raises(grpc.RpcError) as err:
-        stub.Transcribe(stt_pb2.TranscribeRequest(audio=wav, model="whisper-tiny.en", language="de"))
+        stub.Transcribe(
+            stt_pb2.TranscribeRequest(audio=wav, model="whisper-tiny.en", language="de")
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

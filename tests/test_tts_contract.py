@@ -83,7 +83,9 @@ def test_speed_changes_duration(tts_server):
 
     def total(speed: float) -> float:
         return sum(
-            stub.Synthesize(tts_pb2.SynthesizeRequest(text=text, speed=speed), timeout=60).duration_seconds
+            stub.Synthesize(
+                tts_pb2.SynthesizeRequest(text=text, speed=speed), timeout=60
+            ).duration_seconds
             for _ in range(4)
         )
 
@@ -96,9 +98,13 @@ def test_streaming_first_chunk_before_last_sentence(tts_server):
     sentences = [f"This is sentence number {i}, spoken one after another." for i in range(12)]
     stub = tts_stub(tts_server)
     before = metric_value(scrape(tts_server), "chorus_tts_sentences_total")
-    stream = stub.StreamingSynthesize(tts_pb2.SynthesizeRequest(text=" ".join(sentences)), timeout=120)
+    stream = stub.StreamingSynthesize(
+        tts_pb2.SynthesizeRequest(text=" ".join(sentences)), timeout=120
+    )
     first = next(stream)
-    synthesized_when_first_arrived = metric_value(scrape(tts_server), "chorus_tts_sentences_total") - before
+    synthesized_when_first_arrived = (
+        metric_value(scrape(tts_server), "chorus_tts_sentences_total") - before
+    )
     rest = list(stream)
     chunks = [first, *rest]
     assert synthesized_when_first_arrived < len(sentences)
@@ -143,7 +149,9 @@ def test_sixteen_concurrent_requests(tts_server):
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(
             pool.map(
-                lambda i: stub.Synthesize(tts_pb2.SynthesizeRequest(text=f"Request {i}."), timeout=120),
+                lambda i: stub.Synthesize(
+                    tts_pb2.SynthesizeRequest(text=f"Request {i}."), timeout=120
+                ),
                 range(16),
             )
         )

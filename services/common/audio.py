@@ -79,7 +79,10 @@ def _check_wav_length(data: bytes, field: str) -> None:
         return
     position = 12
     while position + 8 <= len(data):
-        chunk, size = data[position : position + 4], int.from_bytes(data[position + 4 : position + 8], "little")
+        chunk, size = (
+            data[position : position + 4],
+            int.from_bytes(data[position + 4 : position + 8], "little"),
+        )
         if chunk == b"data":
             present = len(data) - position - 8
             if size not in (0, 0xFFFFFFFF) and present < size * _TRUNCATION_TOLERANCE:
@@ -92,7 +95,9 @@ def _check_wav_length(data: bytes, field: str) -> None:
         position += 8 + size + (size & 1)
 
 
-def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.AudioStream
+) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None and container.format.name not in {"matroska,webm", "ogg"}:
@@ -181,8 +186,10 @@ def encode_audio(samples: np.ndarray, sample_rate: int, encoding: int, out_rate:
         if codec == "libmp3lame":
             stream.bit_rate = 64_000
         frame_size = stream.codec_context.frame_size or 1024
-        converter = None if sample_format == "s16" else av.AudioResampler(
-            format=sample_format, layout="mono", rate=out_rate
+        converter = (
+            None
+            if sample_format == "s16"
+            else av.AudioResampler(format=sample_format, layout="mono", rate=out_rate)
         )
         for start in range(0, max(len(pcm), 1), frame_size):
             block = pcm[start : start + frame_size]

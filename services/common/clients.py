@@ -17,7 +17,10 @@ from services.common.logs import request_id
 
 
 def service_config(
-    services: list[str], max_attempts: int = 4, initial_backoff: float = 0.2, max_backoff: float = 2.0
+    services: list[str],
+    max_attempts: int = 4,
+    initial_backoff: float = 0.2,
+    max_backoff: float = 2.0,
 ) -> str:
     return json.dumps(
         {

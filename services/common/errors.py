@@ -74,7 +74,7 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError, service: str) ->
 
 
 def to_rpc_status(error: ChorusError) -> status_pb2.Status:
-    """Build the rich ``google.rpc.Status`` for an error (BadRequest detail when a field is named)."""
+    """The rich ``google.rpc.Status`` for an error (a BadRequest detail when a field is named)."""
     status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
     if error.field:
         detail = any_pb2.Any()

@@ -25,7 +25,8 @@ QUEUE_WAIT = Histogram(
 )
 WORK_ADMITTED = Gauge("chorus_worker_admitted", "Work items running or queued for a worker.")
 WORK_REJECTED = Counter(
-    "chorus_worker_rejected_total", "Work refused with RESOURCE_EXHAUSTED because the queue was full."
+    "chorus_worker_rejected_total",
+    "Work refused with RESOURCE_EXHAUSTED because the queue was full.",
 )
 
 

@@ -105,7 +105,11 @@ class ModelManager(Generic[M]):
             await asyncio.sleep(interval)
             now = time.monotonic()
             for model_id, slot in self._slots.items():
-                if slot.model is not None and slot.users == 0 and now - slot.last_used >= self._idle:
+                if (
+                    slot.model is not None
+                    and slot.users == 0
+                    and now - slot.last_used >= self._idle
+                ):
                     async with slot.lock:
                         if slot.users == 0 and slot.model is not None:
                             slot.model = None

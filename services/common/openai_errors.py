@@ -23,9 +23,7 @@ from services.common.errors import (
 _MAX_REMOTE_MESSAGE = 300
 
 
-def remote_error(
-    exc: openai.OpenAIError, secret: str, what: str = "API"
-) -> ChorusError:
+def remote_error(exc: openai.OpenAIError, secret: str, what: str = "API") -> ChorusError:
     """Map a client failure onto the Chorus error (and so the gRPC status) it stands for.
 
     401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 NOT_FOUND, 400/413/415/422

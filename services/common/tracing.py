@@ -44,7 +44,9 @@ def configure_tracing(
         out = open(span_file, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
         provider.add_span_processor(
             SimpleSpanProcessor(
-                ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+                ConsoleSpanExporter(
+                    out=out, formatter=lambda span: span.to_json(indent=None) + "\n"
+                )
             )
         )
     trace.set_tracer_provider(provider)

@@ -35,6 +35,7 @@ def _gemma_3_270m(cache_dir: Path) -> Path:
         partial.unlink(missing_ok=True)
     return target
 
+
 OFFLINE_MODELS: dict[str, Callable[[Path], Path]] = {"gemma-3-270m": _gemma_3_270m}
 """Model ids available without a network, mapped to how their GGUF file is made."""
 

@@ -18,7 +18,9 @@ import re
 
 _NOUNS = r"(?:picture|image|photo|photograph|drawing|illustration|painting|sketch)s?"
 _TRIGGERS = [
-    re.compile(r"\b(?:draw|paint|sketch|illustrate|render)\b(?:\s+(?:me|us))?\s*(?P<rest>.*)", re.I | re.S),
+    re.compile(
+        r"\b(?:draw|paint|sketch|illustrate|render)\b(?:\s+(?:me|us))?\s*(?P<rest>.*)", re.I | re.S
+    ),
     re.compile(
         rf"\b(?:show|give|make|create|generate|send|produce)\b(?:\s+(?:me|us))?\s+(?:(?:a|an|some|the)\s+)?"
         rf"{_NOUNS}(?:\s+(?:of|showing|with))?\s*(?P<rest>.*)",

@@ -7,7 +7,8 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2_grpc
+from chorus.v1 import orchestrator_pb2 as pb
 
 from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.logs import request_id
@@ -42,11 +43,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             )
         for i, message in enumerate(history):
             if message.role not in _ROLES and message.role != llm_pb2.CHAT_ROLE_UNSPECIFIED:
-                raise InvalidArgument(f"history[{i}] has an unknown role", field=f"config.history[{i}].role")
+                raise InvalidArgument(
+                    f"history[{i}] has an unknown role", field=f"config.history[{i}].role"
+                )
             if not message.content.strip():
-                raise InvalidArgument(f"history[{i}] is empty", field=f"config.history[{i}].content")
+                raise InvalidArgument(
+                    f"history[{i}] is empty", field=f"config.history[{i}].content"
+                )
         fmt = config.input_audio_format
-        if fmt.encoding not in (common_pb2.AUDIO_ENCODING_UNSPECIFIED, common_pb2.AUDIO_ENCODING_PCM_S16LE):
+        if fmt.encoding not in (
+            common_pb2.AUDIO_ENCODING_UNSPECIFIED,
+            common_pb2.AUDIO_ENCODING_PCM_S16LE,
+        ):
             raise InvalidArgument(
                 "input_audio_format takes PCM_S16LE for live audio, or nothing for a recorded file",
                 field="config.input_audio_format.encoding",
@@ -57,7 +65,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise InvalidArgument("the text input is empty", field="text")
         if len(text) > self._settings.max_text_chars:
             raise ResourceExhausted(
-                f"text input has {len(text)} characters; the limit is {self._settings.max_text_chars}",
+                f"text input has {len(text)} characters; "
+                f"the limit is {self._settings.max_text_chars}",
                 field="text",
             )
         return text.strip()
@@ -72,7 +81,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         fmt = config.input_audio_format
         rate, channels = fmt.sample_rate_hz or 16000, fmt.channels or 1
         seconds = self._settings.max_audio_seconds
-        return min(int(seconds * rate * channels * 2), self._settings.max_audio_bytes), f"{seconds:.0f} s"
+        return min(
+            int(seconds * rate * channels * 2), self._settings.max_audio_bytes
+        ), f"{seconds:.0f} s"
 
     @staticmethod
     def _speech(config: pb.TurnConfig) -> bool:
@@ -113,9 +124,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if kind == "audio" and not speech:
             raise InvalidArgument("audio was sent in a text turn (input_mode TEXT)", field="audio")
         if kind == "text" and speech:
-            raise InvalidArgument("text was sent in a speech turn (input_mode SPEECH)", field="text")
+            raise InvalidArgument(
+                "text was sent in a speech turn (input_mode SPEECH)", field="text"
+            )
 
-    async def _audio_chunks(self, requests: AsyncIterator[pb.ConverseRequest]) -> AsyncIterator[bytes]:
+    async def _audio_chunks(
+        self, requests: AsyncIterator[pb.ConverseRequest]
+    ) -> AsyncIterator[bytes]:
         async for request in requests:
             kind = request.WhichOneof("request")
             if kind == "end_of_input":
@@ -130,7 +145,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     def _admit(self) -> None:
         if self._turns.locked():
-            raise ResourceExhausted(f"too many turns in progress (limit {self._settings.max_turns}); retry later")
+            raise ResourceExhausted(
+                f"too many turns in progress (limit {self._settings.max_turns}); retry later"
+            )
 
     # -- RPCs -----------------------------------------------------------------------------
 
@@ -141,15 +158,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         async with self._turns:
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("request") != "config":
-                raise InvalidArgument("the first message of Converse must be the turn config", field="config")
+                raise InvalidArgument(
+                    "the first message of Converse must be the turn config", field="config"
+                )
             config = first.config
             self._validate_config(config)
             inputs = await self._read_input(config, request_iterator)
-            turn = Turn(config, self._settings, self._downstream, request_id.get(), self._deadline(context))
+            turn = Turn(
+                config, self._settings, self._downstream, request_id.get(), self._deadline(context)
+            )
             async for event in turn.events(inputs):
                 yield event
 
-    async def RunTurn(self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext) -> pb.RunTurnResponse:
+    async def RunTurn(
+        self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunTurnResponse:
         self._admit()
         async with self._turns:
             config = request.config
@@ -163,7 +186,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             else:
                 self._check_kind("audio" if request.audio else "text", speech=False)
                 inputs = TurnInput(text=self._text(request.text))
-            turn = Turn(config, self._settings, self._downstream, request_id.get(), self._deadline(context))
+            turn = Turn(
+                config, self._settings, self._downstream, request_id.get(), self._deadline(context)
+            )
             response = pb.RunTurnResponse(turn_id=turn.turn_id)
             async for event in turn.events(inputs):
                 kind = event.WhichOneof("event")

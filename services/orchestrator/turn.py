@@ -24,9 +24,11 @@ from chorus.v1 import (
     common_pb2,
     image_pb2,
     llm_pb2,
-    orchestrator_pb2 as pb,
     stt_pb2,
     tts_pb2,
+)
+from chorus.v1 import (
+    orchestrator_pb2 as pb,
 )
 from prometheus_client import Counter, Histogram
 
@@ -170,7 +172,11 @@ class Turn:
             code = failed.error.code.name
             TURN_ERRORS.labels(pb.Stage.Name(failed.stage), code).inc()
             log.warning("turn failed at %s: %s", pb.Stage.Name(failed.stage), failed.error.message)
-            self._event(error=pb.TurnError(stage=failed.stage, code=code, message=failed.error.message, fatal=True))
+            self._event(
+                error=pb.TurnError(
+                    stage=failed.stage, code=code, message=failed.error.message, fatal=True
+                )
+            )
             raise failed.error from None
         except ChorusError as error:  # e.g. the deadline passed between stages
             self._event(error=pb.TurnError(code=error.code.name, message=error.message, fatal=True))
@@ -218,7 +224,8 @@ class Turn:
             return
         try:
             voices = await self.services.tts.ListVoices(
-                tts_pb2.ListVoicesRequest(), timeout=self._timeout(self.settings.speech_timeout),
+                tts_pb2.ListVoicesRequest(),
+                timeout=self._timeout(self.settings.speech_timeout),
                 metadata=call_metadata(),
             )
         except grpc.aio.AioRpcError as err:
@@ -233,7 +240,9 @@ class Turn:
     async def _transcribe(self, inputs: TurnInput) -> str:
         config = self.config
         if inputs.live is None and not inputs.audio:
-            self._event(transcript_final=pb.TranscriptFinal(text=inputs.text, language=config.language))
+            self._event(
+                transcript_final=pb.TranscriptFinal(text=inputs.text, language=config.language)
+            )
             return inputs.text
         try:
             if inputs.live is not None:
@@ -249,23 +258,31 @@ class Turn:
                 text, language = response.text.strip(), response.language
                 probability, seconds = response.language_probability, response.duration_seconds
         except grpc.aio.AioRpcError as err:
-            raise StageFailed(Stage.STAGE_TRANSCRIPTION, from_rpc_error(err, "speech-to-text")) from None
+            raise StageFailed(
+                Stage.STAGE_TRANSCRIPTION, from_rpc_error(err, "speech-to-text")
+            ) from None
         except ChorusError as err:
             raise StageFailed(Stage.STAGE_INPUT, err) from None
         self.clock.mark("transcription")
         self._event(
             transcript_final=pb.TranscriptFinal(
-                text=text, language=language, language_probability=probability, audio_seconds=seconds
+                text=text,
+                language=language,
+                language_probability=probability,
+                audio_seconds=seconds,
             )
         )
         if not text:
             raise StageFailed(
-                Stage.STAGE_TRANSCRIPTION, InvalidArgument("no speech was recognized in the audio", field="audio")
+                Stage.STAGE_TRANSCRIPTION,
+                InvalidArgument("no speech was recognized in the audio", field="audio"),
             )
         if len(text) > self.settings.max_text_chars:
             raise StageFailed(
                 Stage.STAGE_TRANSCRIPTION,
-                ResourceExhausted(f"the transcript is longer than {self.settings.max_text_chars} characters"),
+                ResourceExhausted(
+                    f"the transcript is longer than {self.settings.max_text_chars} characters"
+                ),
             )
         return text
 
@@ -284,7 +301,9 @@ class Turn:
         finals: list[str] = []
         language, probability, seconds = self.config.language, 0.0, 0.0
         call = self.services.stt.StreamingTranscribe(
-            requests(), timeout=self._timeout(self.settings.transcription_timeout), metadata=call_metadata()
+            requests(),
+            timeout=self._timeout(self.settings.transcription_timeout),
+            metadata=call_metadata(),
         )
         async for response in call:
             seconds = response.audio_received_seconds
@@ -292,7 +311,11 @@ class Turn:
                 finals.append(response.text.strip())
                 language, probability = response.language, response.language_probability
             else:
-                self._event(transcript_partial=pb.TranscriptPartial(text=" ".join([*finals, response.text.strip()]).strip()))
+                self._event(
+                    transcript_partial=pb.TranscriptPartial(
+                        text=" ".join([*finals, response.text.strip()]).strip()
+                    )
+                )
         if live.error is not None:
             raise live.error
         if live.ended_at is not None:
@@ -310,7 +333,10 @@ class Turn:
     async def _reply(self, transcript: str, sentences: asyncio.Queue[str | None]) -> None:
         options = self.config.options
         request = llm_pb2.GenerateTextRequest(
-            messages=[*self.config.history, llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=transcript)],
+            messages=[
+                *self.config.history,
+                llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=transcript),
+            ],
             system_prompt=options.system_prompt or self.settings.system_prompt,
             max_tokens=options.max_tokens or self.settings.max_tokens,
             model=options.llm_model,
@@ -322,14 +348,18 @@ class Turn:
         result = llm_pb2.TextGenerationResult()
         try:
             call = self.services.llm.Generate(
-                request, timeout=self._timeout(self.settings.reply_timeout), metadata=call_metadata()
+                request,
+                timeout=self._timeout(self.settings.reply_timeout),
+                metadata=call_metadata(),
             )
             async for response in call:
                 if response.HasField("delta"):
                     self.clock.mark("first_reply_token")
                     self._event(reply_delta=pb.ReplyDelta(text=response.delta.text))
                     pending += response.delta.text
-                    done, pending = pop_complete_sentences(pending, self.settings.sentence_max_chars)
+                    done, pending = pop_complete_sentences(
+                        pending, self.settings.sentence_max_chars
+                    )
                     for sentence in done:
                         sentences.put_nowait(sentence)
                 else:
@@ -342,7 +372,9 @@ class Turn:
             sentences.put_nowait(None)
         self.clock.mark("reply")
         self._event(
-            reply_final=pb.ReplyFinal(text=result.text, finish_reason=result.finish_reason, usage=result.usage)
+            reply_final=pb.ReplyFinal(
+                text=result.text, finish_reason=result.finish_reason, usage=result.usage
+            )
         )
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
@@ -362,7 +394,9 @@ class Turn:
                 # reach the server through OpenTelemetry's aio client interceptor (it awaits the
                 # call inside its own task), while a cancelled stream always does.
                 call = self.services.tts.StreamingSynthesize(
-                    request, timeout=self._timeout(self.settings.speech_timeout), metadata=call_metadata()
+                    request,
+                    timeout=self._timeout(self.settings.speech_timeout),
+                    metadata=call_metadata(),
                 )
                 async for chunk in call:
                     self.clock.mark("first_audio")
@@ -378,7 +412,9 @@ class Turn:
                     )
                     sequence += 1
             except grpc.aio.AioRpcError as err:
-                raise StageFailed(Stage.STAGE_SPEECH, from_rpc_error(err, "text-to-speech")) from None
+                raise StageFailed(
+                    Stage.STAGE_SPEECH, from_rpc_error(err, "text-to-speech")
+                ) from None
 
     async def _draw(self, prompt: str) -> None:
         """The optional stage: a failure becomes an error event, never the turn's failure."""
@@ -395,24 +431,41 @@ class Turn:
             request.seed = options.image_seed
         try:
             call = self.services.image.Generate(
-                request, timeout=self._timeout(self.settings.image_timeout), metadata=call_metadata()
+                request,
+                timeout=self._timeout(self.settings.image_timeout),
+                metadata=call_metadata(),
             )
             async for response in call:
                 if response.HasField("progress"):
                     p = response.progress
-                    self._event(image_progress=pb.ImageProgressEvent(step=p.step, total_steps=p.total_steps))
+                    self._event(
+                        image_progress=pb.ImageProgressEvent(step=p.step, total_steps=p.total_steps)
+                    )
                 elif response.HasField("image"):
                     image = response.image
                     self.clock.mark("image")
                     self._event(
                         image_result=pb.ImageResultEvent(
-                            png=image.png, width=image.width, height=image.height, seed=image.seed, prompt=prompt
+                            png=image.png,
+                            width=image.width,
+                            height=image.height,
+                            seed=image.seed,
+                            prompt=prompt,
                         )
                     )
         except (grpc.aio.AioRpcError, ChorusError) as err:
-            error = from_rpc_error(err, "image-generation") if isinstance(err, grpc.aio.AioRpcError) else err
+            error = (
+                from_rpc_error(err, "image-generation")
+                if isinstance(err, grpc.aio.AioRpcError)
+                else err
+            )
             TURN_ERRORS.labels("STAGE_IMAGE", error.code.name).inc()
             log.warning("image stage failed, the turn goes on: %s", error.message)
             self._event(
-                error=pb.TurnError(stage=Stage.STAGE_IMAGE, code=error.code.name, message=error.message, fatal=False)
+                error=pb.TurnError(
+                    stage=Stage.STAGE_IMAGE,
+                    code=error.code.name,
+                    message=error.message,
+                    fatal=False,
+                )
             )

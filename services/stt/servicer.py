@@ -287,7 +287,9 @@ def _stream_format(fmt: common_pb2.RawAudioFormat) -> tuple[int, int]:
         )
     channels = fmt.channels or 1
     if not 1 <= channels <= 8:
-        raise InvalidArgument(f"channels {channels} is outside 1..8", field="config.format.channels")
+        raise InvalidArgument(
+            f"channels {channels} is outside 1..8", field="config.format.channels"
+        )
     return rate, channels
 
 
@@ -302,7 +304,10 @@ def _fast(options: TranscribeOptions) -> TranscribeOptions:
 
 def _word_pb(word: Word, offset: float) -> stt_pb2.Word:
     return stt_pb2.Word(
-        word=word.text, start=word.start + offset, end=word.end + offset, probability=word.probability
+        word=word.text,
+        start=word.start + offset,
+        end=word.end + offset,
+        probability=word.probability,
     )
 
 

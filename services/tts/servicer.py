@@ -83,7 +83,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         encoding = request.encoding or Encoding.AUDIO_ENCODING_WAV
         if encoding not in _SUPPORTED:
             raise InvalidArgument(
-                f"unsupported output encoding {encoding}; use WAV, PCM_S16LE, OGG_OPUS, MP3 or FLAC",
+                f"unsupported output encoding {encoding}; "
+                "use WAV, PCM_S16LE, OGG_OPUS, MP3 or FLAC",
                 field="encoding",
             )
         if request.sample_rate_hz and not (

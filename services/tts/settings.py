@@ -41,7 +41,15 @@ class TtsSettings(ServiceSettings):
     api_model: str = "tts-1"
     """openai-api: the remote's speech model name."""
     api_voices: list[str] = [
-        "alloy", "ash", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
+        "alloy",
+        "ash",
+        "coral",
+        "echo",
+        "fable",
+        "nova",
+        "onyx",
+        "sage",
+        "shimmer",
     ]
     """openai-api: the remote voices callers may pick (the remote has no voice listing)."""
     api_voice_language: str = "en"

@@ -14,7 +14,9 @@ SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in SUITE}
 
 
 @contextmanager
-def running(name: str, env: Mapping[str, str], log_dir: Path, tag: str = "") -> Iterator[ServiceProcess]:
+def running(
+    name: str, env: Mapping[str, str], log_dir: Path, tag: str = ""
+) -> Iterator[ServiceProcess]:
     """A started, SERVING service process; SIGTERM-stopped afterwards."""
     spec = SPECS[name]
     stem = f"{name}{'-' + tag if tag else ''}"

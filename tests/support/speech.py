@@ -43,7 +43,9 @@ def reencode(wav: bytes, fmt: str, codec: str, rate: int) -> bytes:
     with av.open(out, "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.layout = "mono"
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name, layout="mono", rate=rate
+        )
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = src_rate
         for f in [*resampler.resample(frame), *resampler.resample(None)]:

@@ -26,7 +26,11 @@ def loader_for(settings: ImageSettings, model: str) -> Callable[[], ImageGenerat
                 else model
             )
             return DiffusersBackend(
-                model, source, settings.device, settings.dtype, settings.variant,
+                model,
+                source,
+                settings.device,
+                settings.dtype,
+                settings.variant,
                 settings.cpu_threads,
             )
 

@@ -54,9 +54,7 @@ class OpenAIWhisperBackend:
         self.multilingual: bool = bool(self.model.is_multilingual)
         # Language codes the model actually has tokens for (99 for most
         # multilingual checkpoints, 100 for large-v3 which adds "yue").
-        self._tokenizer = get_tokenizer(
-            self.multilingual, num_languages=self.model.num_languages
-        )
+        self._tokenizer = get_tokenizer(self.multilingual, num_languages=self.model.num_languages)
         self._languages = (
             sorted(self._tokenizer.all_language_codes) if self.multilingual else ["en"]
         )

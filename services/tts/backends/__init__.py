@@ -62,7 +62,10 @@ def _coqui_catalog(settings: TtsSettings) -> VoiceCatalog:
     def load() -> TextToSpeechBackend:
         config = str(settings.coqui_config) if settings.coqui_config else None
         return CoquiBackend(
-            settings.coqui_model, config, settings.coqui_voice_id, settings.coqui_language,
+            settings.coqui_model,
+            config,
+            settings.coqui_voice_id,
+            settings.coqui_language,
             settings.device,
         )
 

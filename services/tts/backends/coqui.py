@@ -54,7 +54,9 @@ class CoquiBackend:
         self._voice_id = voice_id
         self._language = language
         self._sample_rate = int(self._tts.synthesizer.output_sample_rate)
-        self._speakers: list[str] = list(self._tts.speakers or []) if self._tts.is_multi_speaker else []
+        self._speakers: list[str] = (
+            list(self._tts.speakers or []) if self._tts.is_multi_speaker else []
+        )
         model = self._tts.synthesizer.tts_model
         self._speed_kwarg = "speed" in inspect.signature(model.inference).parameters
         self._base_length_scale = getattr(model, "length_scale", None)
@@ -66,7 +68,13 @@ class CoquiBackend:
         """``voice_id`` for single-speaker models, ``voice_id:speaker`` otherwise."""
         ids = [f"{self._voice_id}:{s}" for s in self._speakers] or [self._voice_id]
         return [
-            VoiceInfo(id=i, name=i, language=self._language, sample_rate_hz=self._sample_rate, backend=self.name)
+            VoiceInfo(
+                id=i,
+                name=i,
+                language=self._language,
+                sample_rate_hz=self._sample_rate,
+                backend=self.name,
+            )
             for i in ids
         ]
 
@@ -81,7 +89,9 @@ class CoquiBackend:
         kwargs: dict[str, object] = {}
         if self._speakers:
             prefix = f"{self._voice_id}:"
-            kwargs["speaker"] = voice[len(prefix) :] if voice.startswith(prefix) else self._speakers[0]
+            kwargs["speaker"] = (
+                voice[len(prefix) :] if voice.startswith(prefix) else self._speakers[0]
+            )
         if self._tts.is_multi_lingual:
             kwargs["language"] = self._language
         speed = speed if speed and speed > 0 else 1.0

@@ -35,7 +35,9 @@ class PiperBackend:
 
     def __init__(self, model_path: Path, use_cuda: bool = False) -> None:
         self._info = describe_piper_voice(model_path)
-        self._voice = PiperVoice.load(model_path, config_path=_config_path(model_path), use_cuda=use_cuda)
+        self._voice = PiperVoice.load(
+            model_path, config_path=_config_path(model_path), use_cuda=use_cuda
+        )
 
     def voices(self) -> list[VoiceInfo]:
         return [self._info]
