@@ -237,6 +237,7 @@ def test_cancel_mid_reply_cancels_downstream(
         busy = tts.Synthesize.future(
             tts_pb2.SynthesizeRequest(
                 text="This sentence keeps the voice busy for a while. " * 40,
+                speed=0.5,  # twice the audio: a longer hold on the worker
                 encoding=common_pb2.AUDIO_ENCODING_MP3,  # small enough for one gRPC message
             ),
             timeout=300,
@@ -254,11 +255,14 @@ def test_cancel_mid_reply_cancels_downstream(
             ),
             timeout=300,
         )
+        queued_behind_busy = False
         for event in call:
             if event.HasField("reply_delta") and tts_in_flight() >= 2:
+                queued_behind_busy = not busy.done()
                 break
         call.cancel()
         busy.result()
+        assert queued_behind_busy, "the turn's speech never waited behind the busy synthesis"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             llm_done = cancelled(llm_llama_cpp, generate) - before_llm

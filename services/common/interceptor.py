@@ -101,7 +101,9 @@ class _CallScope:
         self.context = context
         self.started = time.perf_counter()
         rid = _request_id_from(context)
-        self.token = request_id.set(rid)
+        # Each call runs in its own task (its own context copy), so the id never leaks into
+        # another call and needs no reset; a stream may even be finalized in another context.
+        request_id.set(rid)
         self.closed = False
         context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
         metrics.IN_FLIGHT.labels(method).inc()
@@ -127,7 +129,6 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
         except Exception as exc:  # every error must become a status
             await _abort_for(exc, scope)
         finally:
-            request_id.reset(scope.token)
             scope.close()
 
     return handle
@@ -145,7 +146,6 @@ def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Calla
         except Exception as exc:  # every error must become a status
             await _abort_for(exc, scope)
         finally:
-            request_id.reset(scope.token)
             scope.close()
 
     return handle
