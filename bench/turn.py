@@ -32,7 +32,6 @@ from chorus.v1 import (
 
 from services.common.text import pop_complete_sentences
 from services.launcher import SUITE, ServiceProcess, free_port
-from services.orchestrator.settings import DEFAULT_SYSTEM_PROMPT
 from tests.support.speech import read_wav, wav_bytes
 
 REPEATS = 5
@@ -98,7 +97,6 @@ def direct_stages(stt, llm, tts, wav: bytes | None, text: str) -> float:
         text = stt.Transcribe(stt_pb2.TranscribeRequest(audio=wav), timeout=300).text.strip()
     request = llm_pb2.GenerateTextRequest(
         messages=[llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=text)],
-        system_prompt=DEFAULT_SYSTEM_PROMPT,
         max_tokens=OPTIONS.max_tokens,
         temperature=OPTIONS.temperature,
         seed=OPTIONS.seed,

@@ -45,8 +45,16 @@ class LlmSettings(ServiceSettings):
     """Longest an OpenAI-compatible server may take to answer (a stream may run longer)."""
 
     # prompts and limits
-    system_prompt: str = "You are a helpful assistant. Answer briefly."
-    """Used when a request sets none. Empty: no system prompt."""
+    system_prompt: str = (
+        "You are a helpful assistant. You answer every question in two or three short, "
+        "complete sentences.\n\n"
+        "User: What is the tallest mountain on Earth?\n"
+        "Assistant: The tallest mountain on Earth is Mount Everest. It rises 8,849 metres above "
+        "sea level. It stands on the border of Nepal and China."
+    )
+    """Used when a request sets none (empty: no system prompt). The worked example matters for
+    small base models such as the offline Gemma 270M, which follow an example far better than
+    an instruction (with a bare instruction it often answers nothing at all)."""
     default_max_tokens: int = Field(default=256, ge=1)
     max_tokens_limit: int = Field(default=2048, ge=1)
     """Largest max_tokens a request may ask for."""

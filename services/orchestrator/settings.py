@@ -5,16 +5,6 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 
-# One worked example: small base models (the offline Gemma 270M) follow an example far better
-# than an instruction, and a reply of a few sentences lets speech start before it is finished.
-DEFAULT_SYSTEM_PROMPT = (
-    "You are Chorus, a friendly voice assistant. You answer every question in two or three "
-    "short, complete sentences.\n\n"
-    "User: What is the tallest mountain on Earth?\n"
-    "Assistant: The tallest mountain on Earth is Mount Everest. It rises 8,849 metres above sea "
-    "level. It stands on the border of Nepal and China."
-)
-
 
 class OrchestratorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CHORUS_ORCH_", extra="ignore")
@@ -32,7 +22,9 @@ class OrchestratorSettings(ServiceSettings):
     max_attempts: int = Field(default=4, ge=1, le=5)
     """Tries per downstream call on UNAVAILABLE (gRPC retry policy with exponential backoff)."""
 
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    system_prompt: str = ""
+    """Instructions for every reply; empty: the text generation service's own default (which
+    carries a worked example that small base models need)."""
     max_tokens: int = Field(default=96, ge=1, le=8192)
     """Default reply length in tokens."""
     max_turns: int = Field(default=64, ge=1, le=100_000)

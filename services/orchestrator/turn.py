@@ -337,7 +337,7 @@ class Turn:
                 *self.config.history,
                 llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=transcript),
             ],
-            system_prompt=options.system_prompt or self.settings.system_prompt,
+            system_prompt=options.system_prompt or self.settings.system_prompt,  # empty: LLM's own
             max_tokens=options.max_tokens or self.settings.max_tokens,
             model=options.llm_model,
         )

@@ -127,6 +127,10 @@ class LlamaCppBackend:
             pieces: list[str] = []
             finish = "stop"
             completion_tokens = 0
+            if request.seed is not None:
+                # Reusing a cached prompt prefix changes the logits in the last bits, enough for
+                # seeded sampling to drift: a seeded call evaluates its whole prompt afresh.
+                self._llama.reset()
             stream = self._llama.create_completion(
                 prompt.text,
                 max_tokens=request.max_tokens,
