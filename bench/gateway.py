@@ -36,6 +36,7 @@ from chorus.v1 import (
     tts_pb2_grpc,
 )
 
+from bench.timing import alternate
 from services.launcher import ROOT, SUITE, ServiceProcess, free_port
 from tests.support.gateway import NOWHERE, GatewayProcess, gateway_env
 
@@ -53,15 +54,11 @@ def interleaved(
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """Each callable returns (seconds measured, path overhead in seconds); the medians of each
     over REPEATS interleaved runs after a warm-up."""
-    gateway(), direct()
-    g, d = [], []
-    for _ in range(REPEATS):
-        g.append(gateway())
-        d.append(direct())
 
     def medians(runs: list[tuple[float, float]]) -> tuple[float, float]:
         return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
+    g, d = alternate(gateway, direct, REPEATS)
     return medians(g), medians(d)
 
 

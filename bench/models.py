@@ -18,12 +18,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from chorus.v1 import image_pb2, image_pb2_grpc, llm_pb2, llm_pb2_grpc
 
+from bench.timing import alternate
 from services.launcher import ROOT, ServiceProcess, free_port
 from services.llm.backends.base import Message
 from services.llm.backends.llama_cpp_local import transcript_prompt
@@ -38,14 +38,8 @@ SYSTEM = "You are a helpful assistant. Answer briefly."
 IMAGE_SIZE, IMAGE_STEPS, IMAGE_SEED = 128, 20, 11
 
 
-def interleaved(service: Callable[[], float], local: Callable[[], float]) -> tuple[float, float]:
-    """Median of each function's returned figure, called alternately after a warm-up."""
-    service(), local()
-    s_values, l_values = [], []
-    for _ in range(REPEATS):
-        s_values.append(service())
-        l_values.append(local())
-    return statistics.median(s_values), statistics.median(l_values)
+def _medians(runs: tuple[list[float], list[float]]) -> tuple[float, float]:
+    return statistics.median(runs[0]), statistics.median(runs[1])
 
 
 def bench_llm() -> dict[str, float]:
@@ -91,7 +85,7 @@ def bench_llm() -> dict[str, float]:
                 tokens += chunk["choices"][0]["finish_reason"] is None
             return tokens / (time.perf_counter() - started)
 
-        service_tps, local_tps = interleaved(service, local)
+        service_tps, local_tps = _medians(alternate(service, local, REPEATS))
     finally:
         proc.stop()
     return {
@@ -146,7 +140,7 @@ def bench_image() -> dict[str, float]:
             image.save(tempfile.SpooledTemporaryFile(), format="PNG")
             return (time.perf_counter() - started) / IMAGE_STEPS
 
-        service_s, local_s = interleaved(service, local)
+        service_s, local_s = _medians(alternate(service, local, REPEATS))
     finally:
         proc.stop()
     return {

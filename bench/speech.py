@@ -12,8 +12,6 @@ import io
 import json
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -23,6 +21,7 @@ from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from faster_whisper import WhisperModel
 from piper import PiperVoice
 
+from bench.timing import alternate, timed
 from services.launcher import ROOT, SUITE, ServiceProcess, free_port
 from services.stt.weights import resolve_faster_whisper_model
 from tests.support.speech import wav_bytes
@@ -34,17 +33,6 @@ TEXT = (
     "Each model runs as its own service behind a clean contract. "
     "This clip is about ten seconds long, so the benchmark measures real work."
 )
-
-
-def interleaved(service: Callable[[], object], local: Callable[[], object]) -> tuple[float, float]:
-    service(), local()  # warm-up both
-    s_times, l_times = [], []
-    for _ in range(REPEATS):
-        for fn, bucket in ((service, s_times), (local, l_times)):
-            started = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - started)
-    return statistics.median(s_times), statistics.median(l_times)
 
 
 def main() -> int:
@@ -93,7 +81,8 @@ def main() -> int:
             ("stt faster-whisper whisper-base", (stt_service, stt_local), clip_seconds),
             ("tts piper en_US-joe-medium", (tts_service, tts_local), clip_seconds),
         ):
-            service_s, local_s = interleaved(*pair)
+            service_runs, local_runs = alternate(*map(timed, pair), REPEATS)
+            service_s, local_s = statistics.median(service_runs), statistics.median(local_runs)
             results[name] = {
                 "service_s": service_s,
                 "in_process_s": local_s,

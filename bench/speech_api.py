@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import grpc
@@ -25,6 +24,7 @@ import numpy as np
 from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from piper import PiperVoice
 
+from bench.timing import alternate, timed
 from services.launcher import ROOT, SUITE, ServiceProcess, free_port
 from tests.support.speech import wav_bytes
 
@@ -35,17 +35,6 @@ TEXT = (
     "Each model runs as its own service behind a clean contract. "
     "This clip is about ten seconds long, so the benchmark measures real work."
 )
-
-
-def interleaved(api: Callable[[], object], local: Callable[[], object]) -> tuple[float, float]:
-    api(), local()  # warm-up both
-    a_times, l_times = [], []
-    for _ in range(REPEATS):
-        for fn, bucket in ((api, a_times), (local, l_times)):
-            started = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - started)
-    return statistics.median(a_times), statistics.median(l_times)
 
 
 def start_api_server(port: int) -> subprocess.Popen[str]:
@@ -150,7 +139,8 @@ def main() -> int:
                 (synthesize("tts-api"), synthesize("tts-local")),
             ),
         ):
-            api_s, local_s = interleaved(*pair)
+            api_runs, local_runs = alternate(*map(timed, pair), REPEATS)
+            api_s, local_s = statistics.median(api_runs), statistics.median(local_runs)
             results[name] = {
                 "api_s": api_s,
                 "local_s": local_s,
