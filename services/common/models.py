@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from chorus.v1 import common_pb2
+
 from services.common import metrics
 from services.common.errors import NotFound
 
@@ -123,3 +125,22 @@ class ModelManager(Generic[M]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
+
+
+def list_models(
+    models: ModelManager[object], backend: str, descriptions: dict[str, str] | None = None
+) -> common_pb2.ListModelsResponse:
+    """The ``ListModels`` answer for a service whose models are all run by one backend."""
+    descriptions = descriptions or {}
+    return common_pb2.ListModelsResponse(
+        models=[
+            common_pb2.ModelInfo(
+                id=model_id,
+                backend=backend,
+                loaded=models.is_loaded(model_id),
+                is_default=model_id == models.default,
+                description=descriptions.get(model_id, ""),
+            )
+            for model_id in models.ids
+        ]
+    )

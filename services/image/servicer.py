@@ -11,7 +11,7 @@ import grpc
 from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
 
 from services.common.errors import InvalidArgument
-from services.common.models import ModelManager
+from services.common.models import ModelManager, list_models
 from services.common.workers import WorkerPool, WorkResult
 from services.image.backends.base import Image, ImageGenerationBackend, ImageRequest, Progress
 from services.image.settings import ImageSettings
@@ -119,15 +119,4 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
     async def ListModels(
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ListModelsResponse:
-        return common_pb2.ListModelsResponse(
-            models=[
-                common_pb2.ModelInfo(
-                    id=model_id,
-                    backend=self._settings.backend,
-                    loaded=self._models.is_loaded(model_id),
-                    is_default=model_id == self._models.default,
-                    description=self._descriptions.get(model_id, ""),
-                )
-                for model_id in self._models.ids
-            ]
-        )
+        return list_models(self._models, self._settings.backend, self._descriptions)

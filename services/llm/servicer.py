@@ -10,7 +10,7 @@ import grpc
 from chorus.v1 import common_pb2, llm_pb2, llm_pb2_grpc
 
 from services.common.errors import InvalidArgument, ResourceExhausted
-from services.common.models import ModelManager
+from services.common.models import ModelManager, list_models
 from services.common.workers import WorkerPool, WorkResult
 from services.llm.backends.base import GenerationRequest, Message, TextGenerationBackend
 from services.llm.settings import LlmSettings
@@ -138,15 +138,4 @@ class TextGenerationServicer(llm_pb2_grpc.TextGenerationServicer):
     async def ListModels(
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ListModelsResponse:
-        return common_pb2.ListModelsResponse(
-            models=[
-                common_pb2.ModelInfo(
-                    id=model_id,
-                    backend=self._settings.backend,
-                    loaded=self._models.is_loaded(model_id),
-                    is_default=model_id == self._models.default,
-                    description=self._descriptions.get(model_id, ""),
-                )
-                for model_id in self._models.ids
-            ]
-        )
+        return list_models(self._models, self._settings.backend, self._descriptions)
