@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from services.launcher import ServiceProcess, free_port
-from tests.support.services import SPECS
+from tests.support.services import SPECS, started
 
 NOWHERE = "127.0.0.1:9"
 """An address where nothing listens (the discard port), for a gateway without an orchestrator."""
@@ -73,16 +73,5 @@ class GatewayProcess(ServiceProcess):
 def running_gateway(
     env: Mapping[str, str], log_dir: Path, tag: str, ready: str = "/healthz"
 ) -> Iterator[GatewayProcess]:
-    proc = GatewayProcess(env, log_dir / f"gateway-{tag}.log", ready).start()
-    try:
-        proc.wait_ready(60)
+    with started(GatewayProcess(env, log_dir / f"gateway-{tag}.log", ready), 60) as proc:
         yield proc
-    except BaseException:
-        print(
-            proc.log_path.read_text(errors="replace")[-5000:]
-            if proc.log_path.exists()
-            else "(no log)"
-        )
-        raise
-    finally:
-        proc.stop()

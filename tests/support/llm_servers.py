@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.launcher import ServiceProcess, ServiceSpec, free_port
+from tests.support.services import started
 
 LLM_SPEC = ServiceSpec("llm", "services.llm", "CHORUS_LLM_", 50053, 9153)
 IMAGE_SPEC = ServiceSpec("image", "services.image", "CHORUS_IMAGE_", 50054, 9154)
@@ -37,15 +38,8 @@ def serving(
 ) -> Iterator[ServiceProcess]:
     """A started, SERVING service process; SIGTERM-stopped afterwards."""
     proc = ServiceProcess(spec, free_port(), free_port(), env=dict(env), log_path=log_path)
-    proc.start()
-    try:
-        proc.wait_ready(timeout)
-        yield proc
-    except BaseException:
-        print(log_path.read_text(errors="replace")[-5000:] if log_path.exists() else "(no log)")
-        raise
-    finally:
-        proc.stop()
+    with started(proc, timeout) as ready:
+        yield ready
 
 
 @contextmanager

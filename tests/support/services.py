@@ -24,12 +24,21 @@ def running(
     # Every test service writes its spans to a file, so a test can follow one trace across them.
     env = {f"{spec.env_prefix}TRACE_FILE": str(log_dir / f"{stem}.spans.jsonl"), **env}
     proc = ServiceProcess(spec, free_port(), free_port(), env=env, log_path=log_path)
+    with started(proc) as ready:
+        yield ready
+
+
+@contextmanager
+def started(proc: ServiceProcess, timeout: float = 180.0) -> Iterator[ServiceProcess]:
+    """Start ``proc``, yield it once SERVING, stop it (SIGTERM) afterwards; on a failure the
+    tail of its log is printed, so the test report says why."""
     proc.start()
     try:
-        proc.wait_ready()
+        proc.wait_ready(timeout)
         yield proc
     except BaseException:
-        print(log_path.read_text(errors="replace")[-5000:] if log_path.exists() else "(no log)")
+        log = proc.log_path
+        print(log.read_text(errors="replace")[-5000:] if log and log.exists() else "(no log)")
         raise
     finally:
         proc.stop()
