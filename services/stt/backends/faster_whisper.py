@@ -1,4 +1,11 @@
-"""Speech-to-text backend built on faster-whisper (CTranslate2), the default."""
+"""Speech-to-text backend built on faster-whisper (CTranslate2), the default.
+
+Decoding runs at temperature 0 only, as the openai-whisper backend does: faster-whisper's
+default ladder re-decodes a segment at rising temperatures, with random sampling, whenever its
+average log-probability falls under -1. One clip then came back as different text on different
+CPUs and runs (whisper-base translating German sits near -0.95), where every replica must
+answer the same audio the same way; a single temperature also bounds the latency of hard audio.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +50,7 @@ class FasterWhisperBackend:
             word_timestamps=options.word_timestamps,
             initial_prompt=options.initial_prompt,
             task=options.task,
+            temperature=0.0,
             condition_on_previous_text=False,
             vad_filter=False,
         )
