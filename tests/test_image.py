@@ -19,6 +19,8 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from PIL import Image
 
+from services.image.backends.base import Progress
+from services.image.servicer import throttle_progress
 from services.launcher import ServiceProcess
 from tests.conftest import IMAGE_LIMITS
 from tests.support.hf_fake import VALID_TOKEN, FakeHfInference, fake_hf_inference
@@ -125,9 +127,29 @@ def test_generate_streams_progress_then_pngs(image_server):
     assert result.processing_seconds > 0
 
 
-def test_local_progress_reports_every_step(image_diffusers):
-    progress, _, _ = collect(stub(image_diffusers).Generate(draw(steps=6, seed=1), timeout=60))
-    assert [p.step for p in progress] == [1, 2, 3, 4, 5, 6]
+def test_local_progress_is_throttled(image_diffusers):
+    """First and last step always, between them at most one event per progress_interval_ms
+    (250 ms by default): 50 small steps take about a second here, far fewer events than steps."""
+    progress, _, result = collect(
+        stub(image_diffusers).Generate(draw(steps=50, seed=1), timeout=60)
+    )
+    steps = [p.step for p in progress]
+    assert steps[0] == 1 and steps[-1] == 50 and steps == sorted(set(steps))
+    assert len(steps) <= 2 + result.processing_seconds / 0.25, (steps, result.processing_seconds)
+
+
+def test_progress_throttle():
+    ticks = iter(t / 10 for t in range(100))  # the clock advances 0.1 s per step
+    seen: list[int] = []
+    emit = throttle_progress(lambda e: seen.append(e.step), 0.25, clock=lambda: next(ticks))
+    for step in range(1, 11):
+        emit(Progress(step, 10))
+    assert seen == [1, 4, 7, 10]
+    every: list[int] = []
+    emit = throttle_progress(lambda e: every.append(e.step), 0.0)
+    for step in range(1, 6):
+        emit(Progress(step, 5))
+    assert every == [1, 2, 3, 4, 5]
 
 
 def test_defaults_and_random_seed(image_server):

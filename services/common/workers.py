@@ -40,6 +40,11 @@ class WorkerPool:
         self._lock = threading.Lock()
 
     @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The worker threads, for work outside the admission bound (loading the models)."""
+        return self._executor
+
+    @property
     def capacity(self) -> int:
         return self._capacity
 

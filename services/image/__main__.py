@@ -13,12 +13,13 @@ SERVICE_NAME = image_pb2.DESCRIPTOR.services_by_name["ImageGeneration"].full_nam
 
 
 def build_server(settings: ImageSettings) -> ChorusServer:
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="image")
     models = ModelManager(
         {model: loader_for(settings, model) for model in settings.all_models()},
         default=settings.model,
         idle_unload_seconds=settings.idle_unload_seconds,
+        load_executor=workers.executor,
     )
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="image")
     descriptions = {model: describe(settings, model) for model in settings.all_models()}
     servicer = ImageGenerationServicer(settings, models, workers, descriptions)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import AsyncIterator
-from functools import partial
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
@@ -13,7 +14,13 @@ from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.models import ModelManager, list_models
 from services.common.workers import WorkerPool, WorkResult
-from services.image.backends.base import Image, ImageGenerationBackend, ImageRequest, Progress
+from services.image.backends.base import (
+    Event,
+    Image,
+    ImageGenerationBackend,
+    ImageRequest,
+    Progress,
+)
 from services.image.settings import ImageSettings
 
 MIN_SIDE = 64
@@ -89,7 +96,12 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
         job = self._validate(request)
         model_id = self._models.resolve(request.model)
         async with self._models.use(model_id) as backend:
-            async for item in self._workers.stream(partial(backend.generate, job)):
+            interval = self._settings.progress_interval_ms / 1000
+
+            def generate(emit: Callable[[Event], None], cancelled: threading.Event) -> int:
+                return backend.generate(job, throttle_progress(emit, interval), cancelled)
+
+            async for item in self._workers.stream(generate):
                 if isinstance(item, Progress):
                     yield image_pb2.GenerateImageResponse(
                         progress=image_pb2.ImageProgress(
@@ -120,3 +132,23 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ListModelsResponse:
         return list_models(self._models, self._settings.backend, self._descriptions)
+
+
+def throttle_progress(
+    emit: Callable[[Event], None], interval_s: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[Event], None]:
+    """``emit`` passing on every image, and progress at the first step, the last, and otherwise
+    only once ``interval_s`` has passed since the last one passed on. Runs on the worker thread,
+    so a dropped step costs nothing beyond a clock read."""
+    last: float | None = None
+
+    def throttled(event: Event) -> None:
+        nonlocal last
+        if isinstance(event, Progress) and event.step < event.total_steps:
+            now = clock()
+            if last is not None and now - last < interval_s:
+                return
+            last = now
+        emit(event)
+
+    return throttled

@@ -57,6 +57,10 @@ class ImageSettings(ServiceSettings):
     max_images: int = Field(default=4, ge=1, le=64)
     """Images per call."""
     max_prompt_chars: int = Field(default=1000, ge=1, le=100_000)
+    progress_interval_ms: int = Field(default=250, ge=0, le=60_000)
+    """Least time between two progress events of a call (the first and last step are always
+    reported); 0 reports every step. Each event wakes the event loop and the network while the
+    model computes: per-step events slowed a 2-core machine's steps by 8%."""
 
     @model_validator(mode="after")
     def _check(self) -> "ImageSettings":

@@ -13,12 +13,13 @@ SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["TextGeneration"].full_name
 
 
 def build_server(settings: LlmSettings) -> ChorusServer:
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="llm")
     models = ModelManager(
         {model: loader_for(settings, model) for model in settings.all_models()},
         default=settings.model,
         idle_unload_seconds=settings.idle_unload_seconds,
+        load_executor=workers.executor,
     )
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="llm")
     descriptions = {model: describe(settings, model) for model in settings.all_models()}
     servicer = TextGenerationServicer(settings, models, workers, descriptions)
 

@@ -13,12 +13,13 @@ SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 
 
 def build_server(settings: SttSettings) -> ChorusServer:
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="stt")
     models = ModelManager(
         {model: loader_for(settings, model) for model in settings.all_models()},
         default=settings.model,
         idle_unload_seconds=settings.idle_unload_seconds,
+        load_executor=workers.executor,
     )
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="stt")
     decoders = WorkerPool(settings.max_decodes, settings.max_queue, name="decode")
     servicer = SpeechToTextServicer(settings, models, workers, decoders)
 

@@ -14,12 +14,13 @@ SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
 
 def build_server(settings: TtsSettings) -> ChorusServer:
     catalog = build_catalog(settings)
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name="tts")
     models = ModelManager(
         catalog.loaders,
         default=catalog.model_of[catalog.default_voice],
         idle_unload_seconds=settings.idle_unload_seconds,
+        load_executor=workers.executor,
     )
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="tts")
     servicer = TextToSpeechServicer(settings, catalog, models, workers)
 
     return model_server(
