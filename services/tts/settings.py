@@ -23,6 +23,9 @@ class TtsSettings(ServiceSettings):
     offline default voice."""
     use_cuda: bool = False
     """Piper: run voices with onnxruntime's CUDA provider."""
+    spin_wait: bool = False
+    """Piper: let ONNX Runtime's threads busy-wait between operators. Slightly faster alone;
+    off because the TTS shares cores with the LLM during a turn (see backends/piper.py)."""
     coqui_model: str = ""
     """Coqui: a checkpoint path (with ``coqui_config``) or a Coqui model name such as
     ``tts_models/en/ljspeech/vits`` (downloaded by Coqui on first use)."""

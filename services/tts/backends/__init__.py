@@ -48,7 +48,9 @@ def _piper_catalog(settings: TtsSettings) -> VoiceCatalog:
     for path in paths:
         info = describe_piper_voice(path)
         voices[info.id] = info
-        loaders[info.id] = lambda path=path: PiperBackend(path, settings.use_cuda)
+        loaders[info.id] = lambda path=path: PiperBackend(
+            path, settings.use_cuda, settings.cpu_threads, settings.spin_wait
+        )
     default = settings.voice or next(iter(voices))
     return VoiceCatalog(voices, {v: v for v in voices}, loaders, default)
 
