@@ -28,7 +28,9 @@ def test_detects_language_and_transcribes(stt_faster_whisper, tmp_path: Path, la
         stt_pb2.TranscribeRequest(audio=audio), timeout=120
     )
     assert response.language == language
-    assert response.language_probability > 0.5
+    # espeak's robotic voice leaves whisper-base unsure (0.57 to 0.81 here, lower on other CPUs);
+    # the language detected is the check, the probability only has to rank it first.
+    assert response.language_probability > 0.3
     assert word_overlap(sentence, response.text) >= 0.5, response.text
 
 
