@@ -44,7 +44,7 @@ def test_detection_shares_the_transcription_encoder_pass(backend, german):
     assert detected.language == "de"
     assert (detected.text, detected.segments) == (explicit.text, explicit.segments)
     # faster-whisper's own detection (its window holds one more mel frame) agrees.
-    language, probability, _ = backend.model.detect_language(german)
+    language, probability, _ = backend.model.detect_language(german)  # WhisperModel's own
     assert language == "de" and abs(detected.language_probability - probability) < 0.1
 
 

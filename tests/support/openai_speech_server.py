@@ -6,7 +6,8 @@ It speaks the real wire protocol, so the official ``openai`` client talks to it 
   formats ``json``, ``text`` and ``verbose_json`` (segments, and words when
   ``timestamp_granularities[]=word``), language reported by name as OpenAI does ("german").
   Backed by faster-whisper with the offline weights, configured as the Chorus faster-whisper
-  backend is (same beam size, no conditioning on previous text, no VAD filter).
+  backend is (its ``EncoderReusingWhisperModel``, same beam size, no conditioning on previous
+  text, no VAD filter), so a comparison of the two backends measures the API hop alone.
 - ``POST /v1/audio/speech``: JSON body; ``pcm`` (16-bit mono at 24 kHz, OpenAI's rate) or
   ``wav`` (Piper's native rate, sizes left open as streaming writers do), sent with chunked
   transfer encoding one sentence at a time. Backed by Piper with the offline voice.
@@ -390,12 +391,13 @@ def _one(fields: dict[str, list[Any]], name: str, default: str | None = None) ->
 
 
 def _load_whisper(ref: str, cpu_threads: int) -> Any:
-    from faster_whisper import WhisperModel
-
+    from services.stt.backends.faster_whisper import EncoderReusingWhisperModel
     from services.stt.weights import resolve_faster_whisper_model
 
     path = resolve_faster_whisper_model(ref, DEFAULT_CACHE)
-    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+    return EncoderReusingWhisperModel(
+        path, device="cpu", compute_type="int8", cpu_threads=cpu_threads
+    )
 
 
 def _load_voices(voices: dict[str, Path] | None) -> dict[str, Any]:
