@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +25,8 @@ from services.common.models import ModelManager
 from services.common.settings import ServiceSettings
 from services.common.tracing import configure_tracing, shutdown_tracing
 from services.common.workers import WorkerPool
+
+M = TypeVar("M")
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,21 @@ class ChorusServer:
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+
+def models_and_workers(
+    settings: ServiceSettings, loaders: dict[str, Callable[[], M]], default: str, name: str
+) -> tuple[ModelManager[M], WorkerPool]:
+    """A model service's worker pool and model manager, wired so that models load on the
+    worker threads that will run them (one OpenMP thread team per process; see models.py)."""
+    workers = WorkerPool(settings.max_workers, settings.max_queue, name=name)
+    models = ModelManager(
+        loaders,
+        default=default,
+        idle_unload_seconds=settings.idle_unload_seconds,
+        load_executor=workers.executor,
+    )
+    return models, workers
 
 
 def model_server(

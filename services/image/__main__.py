@@ -2,9 +2,13 @@
 
 from chorus.v1 import image_pb2, image_pb2_grpc
 
-from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
-from services.common.workers import WorkerPool
+from services.common.server import (
+    ChorusServer,
+    ServiceDefinition,
+    model_server,
+    models_and_workers,
+    serve,
+)
 from services.image.backends import describe, loader_for
 from services.image.servicer import ImageGenerationServicer
 from services.image.settings import ImageSettings
@@ -13,12 +17,11 @@ SERVICE_NAME = image_pb2.DESCRIPTOR.services_by_name["ImageGeneration"].full_nam
 
 
 def build_server(settings: ImageSettings) -> ChorusServer:
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="image")
-    models = ModelManager(
+    models, workers = models_and_workers(
+        settings,
         {model: loader_for(settings, model) for model in settings.all_models()},
-        default=settings.model,
-        idle_unload_seconds=settings.idle_unload_seconds,
-        load_executor=workers.executor,
+        settings.model,
+        "image",
     )
     descriptions = {model: describe(settings, model) for model in settings.all_models()}
     servicer = ImageGenerationServicer(settings, models, workers, descriptions)

@@ -2,9 +2,13 @@
 
 from chorus.v1 import llm_pb2, llm_pb2_grpc
 
-from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
-from services.common.workers import WorkerPool
+from services.common.server import (
+    ChorusServer,
+    ServiceDefinition,
+    model_server,
+    models_and_workers,
+    serve,
+)
 from services.llm.backends import describe, loader_for
 from services.llm.servicer import TextGenerationServicer
 from services.llm.settings import LlmSettings
@@ -13,12 +17,11 @@ SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["TextGeneration"].full_name
 
 
 def build_server(settings: LlmSettings) -> ChorusServer:
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="llm")
-    models = ModelManager(
+    models, workers = models_and_workers(
+        settings,
         {model: loader_for(settings, model) for model in settings.all_models()},
-        default=settings.model,
-        idle_unload_seconds=settings.idle_unload_seconds,
-        load_executor=workers.executor,
+        settings.model,
+        "llm",
     )
     descriptions = {model: describe(settings, model) for model in settings.all_models()}
     servicer = TextGenerationServicer(settings, models, workers, descriptions)

@@ -2,8 +2,13 @@
 
 from chorus.v1 import stt_pb2, stt_pb2_grpc
 
-from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
+from services.common.server import (
+    ChorusServer,
+    ServiceDefinition,
+    model_server,
+    models_and_workers,
+    serve,
+)
 from services.common.workers import WorkerPool
 from services.stt.backends import loader_for
 from services.stt.servicer import SpeechToTextServicer
@@ -13,12 +18,11 @@ SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 
 
 def build_server(settings: SttSettings) -> ChorusServer:
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="stt")
-    models = ModelManager(
+    models, workers = models_and_workers(
+        settings,
         {model: loader_for(settings, model) for model in settings.all_models()},
-        default=settings.model,
-        idle_unload_seconds=settings.idle_unload_seconds,
-        load_executor=workers.executor,
+        settings.model,
+        "stt",
     )
     decoders = WorkerPool(settings.max_decodes, settings.max_queue, name="decode")
     servicer = SpeechToTextServicer(settings, models, workers, decoders)

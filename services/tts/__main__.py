@@ -2,9 +2,13 @@
 
 from chorus.v1 import tts_pb2, tts_pb2_grpc
 
-from services.common.models import ModelManager
-from services.common.server import ChorusServer, ServiceDefinition, model_server, serve
-from services.common.workers import WorkerPool
+from services.common.server import (
+    ChorusServer,
+    ServiceDefinition,
+    model_server,
+    models_and_workers,
+    serve,
+)
 from services.tts.backends import build_catalog
 from services.tts.servicer import TextToSpeechServicer
 from services.tts.settings import TtsSettings
@@ -14,12 +18,11 @@ SERVICE_NAME = tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name
 
 def build_server(settings: TtsSettings) -> ChorusServer:
     catalog = build_catalog(settings)
-    workers = WorkerPool(settings.max_workers, settings.max_queue, name="tts")
-    models = ModelManager(
+    models, workers = models_and_workers(
+        settings,
         catalog.loaders,
-        default=catalog.model_of[catalog.default_voice],
-        idle_unload_seconds=settings.idle_unload_seconds,
-        load_executor=workers.executor,
+        catalog.model_of[catalog.default_voice],
+        "tts",
     )
     servicer = TextToSpeechServicer(settings, catalog, models, workers)
 
