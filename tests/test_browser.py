@@ -190,6 +190,26 @@ def test_c_picture_is_drawn_inline(page):
     )  # the progress bar gave way to the image
 
 
+def test_c_keep_listening_sends_after_a_pause(page):
+    """Hands-free: with "Keep listening" on, speech starts a recording by itself and the pause
+    after it sends the turn; the page then listens again."""
+    page.locator("#speak").uncheck()
+    page.locator("#language").select_option("en")
+    page.locator("#keep-listening").check()  # the fake microphone starts playing the question
+    page.wait_for_function(
+        "() => { const u = document.querySelector('.msg.user');"
+        " return u && u.dataset.text !== undefined && u.dataset.text.length > 0; }"
+    )
+    assert page.locator("#mic").get_attribute("aria-pressed") == "false"  # stopped by the pause
+    transcript = page.locator(".msg.user").first.get_attribute("data-text")
+    assert word_overlap(QUESTION, transcript) >= 0.6, transcript  # onset may be clipped
+    assert assistant_reply(page).strip()
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('Listening')")
+    page.wait_for_timeout(1500)  # the microphone is silent now: no second turn starts
+    assert page.locator(".msg.user").count() == 1
+    assert page.locator("#error").is_hidden()
+
+
 def test_d_orchestrator_down_shows_a_clear_error(page, suite):
     orchestrator, gateway = suite
     orchestrator.stop()
