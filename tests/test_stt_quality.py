@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import jiwer
 import numpy as np
 import pytest
 from chorus.v1 import common_pb2, stt_pb2
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from services.common.audio import resample
 from tests.conftest import ROUND_TRIP_SENTENCES, stt_stub
+from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak, read_wav, reencode, wav_bytes, word_overlap
 
 MULTILINGUAL = [
@@ -109,6 +113,49 @@ def test_streaming_partials_arrive_before_the_end(stt_faster_whisper, piper_spee
     ).text
     assert jiwer.wer(_norm(unary), _norm(streamed)) <= 0.1, (unary, streamed)
     assert jiwer.wer(_norm(" ".join(ROUND_TRIP_SENTENCES)), _norm(streamed)) <= 0.15
+
+
+def test_streaming_final_is_decoded_during_the_pause(stt_faster_whisper, piper_speech):
+    """Speech, then 0.4 s of silence (a candidate: the pause may end the segment), a wait, then
+    the silence that confirms the pause: the final is the candidate decoded during the wait,
+    and is what the unary call answers for the same audio."""
+    samples, rate = read_wav(next(iter(piper_speech.values())))
+    audio = samples.astype(np.float32) / 32768
+    stretches = get_speech_timestamps(
+        resample(audio, rate, 16_000), VadOptions(min_silence_duration_ms=250, speech_pad_ms=0)
+    )
+    speech = samples[: int(stretches[-1]["end"] / 16_000 * rate)]
+    silence = np.zeros(int(0.4 * rate), np.int16)
+    waited = threading.Event()
+
+    def requests():
+        yield stt_pb2.StreamingTranscribeRequest(
+            config=stt_pb2.StreamingTranscribeConfig(
+                format=common_pb2.RawAudioFormat(sample_rate_hz=rate),
+                language="en",
+                partial_interval_ms=60_000,
+            )
+        )
+        yield stt_pb2.StreamingTranscribeRequest(audio_chunk=speech.tobytes())
+        yield stt_pb2.StreamingTranscribeRequest(audio_chunk=silence.tobytes())
+        waited.wait(timeout=30)
+        yield stt_pb2.StreamingTranscribeRequest(audio_chunk=silence.tobytes())
+
+    def used() -> float:
+        text = scrape(stt_faster_whisper)
+        return metric_value(text, "chorus_stt_speculative_finals_total", outcome="used")
+
+    before = used()
+    stub = stt_stub(stt_faster_whisper)
+    responses = stub.StreamingTranscribe(requests(), timeout=120)
+    threading.Timer(3.0, waited.set).start()  # the candidate's decode ends meanwhile
+    finals = [r for r in responses if r.is_final]
+    assert len(finals) == 1
+    assert used() == before + 1
+    unary = stub.Transcribe(
+        stt_pb2.TranscribeRequest(audio=wav_bytes(speech, rate), language="en"), timeout=120
+    )
+    assert _norm(finals[0].text) == _norm(unary.text), (finals[0].text, unary.text)
 
 
 def _norm(text: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc
+from prometheus_client import Counter
 
 from services.common.audio import decode_audio, pcm16_to_float32, resample
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
@@ -27,6 +28,12 @@ from services.stt.settings import SttSettings
 from services.stt.streaming import SAMPLE_RATE, Segmenter, Work
 
 log = logging.getLogger(__name__)
+
+SPECULATION = Counter(
+    "chorus_stt_speculative_finals_total",
+    "Final decodes started at a short pause, before the segment closed: used or wasted.",
+    ["outcome"],
+)
 
 _REJECTED_RETRY_SECONDS = 0.05
 _TASKS = {
@@ -163,6 +170,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     silence=self._settings.vad_silence_ms / 1000,
                     max_segment=self._settings.max_segment_seconds,
                     threshold=self._settings.vad_threshold,
+                    speculate_after=self._settings.vad_speculate_ms / 1000,
                 )
                 async for response in self._stream(
                     request_iterator, segmenter, backend, options, rate, channels
@@ -201,6 +209,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
 
         reader = asyncio.create_task(read())
         finals = 0
+        candidate: _Candidate | None = None
         try:
             while True:
                 waiter = asyncio.ensure_future(arrived.wait())
@@ -211,7 +220,25 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 if ended:
                     reader.result()  # re-raise a bad chunk or limit as the call's status
                 while (work := await asyncio.to_thread(segmenter.poll, ended)) is not None:
-                    result = await self._run_stream_work(backend, work, options)
+                    if work.speculative:
+                        if candidate is not None:  # speech resumed after the earlier candidate
+                            SPECULATION.labels("wasted").inc()
+                        _drop(candidate)
+                        candidate = _Candidate(
+                            work, options, self._speculate(backend, work, options)
+                        )
+                        continue
+                    if not work.is_final and candidate is not None and not candidate.task.done():
+                        continue  # the worker is busy with the final candidate: skip the partial
+                    result = None
+                    if work.is_final and candidate is not None:
+                        if candidate.matches(work, options):
+                            result = await candidate.task
+                        SPECULATION.labels("used" if result is not None else "wasted").inc()
+                        _drop(candidate)
+                        candidate = None
+                    if result is None:
+                        result = await self._run_stream_work(backend, work, options)
                     if result is None:
                         continue
                     if options.language is None and result.language_probability >= 0.5:
@@ -223,9 +250,25 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 if ended:
                     return
         finally:
+            if candidate is not None:
+                SPECULATION.labels("wasted").inc()
+            _drop(candidate)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+
+    def _speculate(
+        self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
+    ) -> asyncio.Future[Transcription | None]:
+        """Start the final decode of a candidate segment; None if every worker is busy."""
+
+        async def decode() -> Transcription | None:
+            try:
+                return (await self._workers.run(_transcribe, backend, work.audio, options)).value
+            except ResourceExhausted:
+                return None
+
+        return asyncio.ensure_future(decode())
 
     async def _run_stream_work(
         self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
@@ -260,6 +303,33 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 )
             )
         return common_pb2.ListModelsResponse(models=models)
+
+
+@dataclasses.dataclass
+class _Candidate:
+    """A final candidate being decoded (see streaming.py: speculation)."""
+
+    work: Work
+    options: TranscribeOptions
+    task: asyncio.Future[Transcription | None]
+
+    def matches(self, final: Work, options: TranscribeOptions) -> bool:
+        return (
+            final.start == self.work.start
+            and len(final.audio) == len(self.work.audio)
+            and options == self.options
+        )
+
+
+def _drop(candidate: _Candidate | None) -> None:
+    """Stop waiting for a candidate (its worker finishes the decode regardless)."""
+    if candidate is None:
+        return
+    if candidate.task.done():
+        if not candidate.task.cancelled():
+            candidate.task.exception()  # retrieved: a failed final is decoded again
+    else:
+        candidate.task.cancel()
 
 
 def _transcribe(

@@ -4,6 +4,12 @@ Audio is appended as it arrives; ``poll`` decides what to transcribe next: a par
 of the segment still being spoken (every ``partial_interval`` seconds of new audio), or a final
 one when Silero VAD (shipped with faster-whisper) sees a pause after speech, the segment reaches
 Whisper's window, or the stream ends. Leading silence is dropped so memory stays bounded.
+
+Speculation: after a shorter silence (``speculate_after``) the segment is offered as it will
+close if the pause holds, so its final decode can start while the pause is still being
+confirmed. The same VAD, run with the shorter minimum silence, ends a stretch of speech at the
+same sample as the long one does (both end at the first quiet window plus the same padding), so
+a speculative cut is exactly the final cut when the pause holds.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ class Work:
     audio: np.ndarray
     start: float
     is_final: bool
+    speculative: bool = False
+    """A final candidate: the segment as it will close if the pause holds (``is_final`` False)."""
 
 
 class Segmenter:
@@ -36,13 +44,26 @@ class Segmenter:
         silence: float,
         max_segment: float,
         threshold: float = 0.5,
+        speculate_after: float = 0.0,
     ) -> None:
+        """``speculate_after``: seconds of silence after which a final candidate is offered
+        (0, or not under ``silence``: never)."""
         self._partial_every = int(partial_interval * SAMPLE_RATE)
         self._silence = int(silence * SAMPLE_RATE)
         self._max_segment = int(max_segment * SAMPLE_RATE)
         self._vad = VadOptions(
             threshold=threshold, min_silence_duration_ms=int(silence * 1000), speech_pad_ms=100
         )
+        self._speculative_vad = (
+            VadOptions(
+                threshold=threshold,
+                min_silence_duration_ms=int(speculate_after * 1000),
+                speech_pad_ms=100,
+            )
+            if 0 < speculate_after < silence
+            else None
+        )
+        self._speculated = 0  # buffer cut of the last final candidate offered (0: none)
         self._lock = threading.Lock()
         self._incoming: list[np.ndarray] = []
         self._buffer = np.zeros(0, np.float32)
@@ -84,12 +105,46 @@ class Segmenter:
         speech_end = speech[-1]["end"]
         paused = self._buffer.size - speech_end >= self._silence
         if end_of_stream or paused or self._buffer.size >= self._max_segment:
-            cut = self._buffer.size if end_of_stream else min(self._buffer.size, speech_end)
+            cut = min(self._buffer.size, speech_end)
+            if end_of_stream:
+                # The whole rest, unless a final candidate was offered and no speech followed it.
+                cut = (
+                    self._speculated
+                    if self._speech_ends_at(self._speculated)
+                    else self._buffer.size
+                )
             return self._close(cut)
+        candidate = self._speculative_cut()
+        if candidate:
+            self._speculated = candidate
+            return Work(
+                self._buffer[:candidate].copy(),
+                self._offset / SAMPLE_RATE,
+                is_final=False,
+                speculative=True,
+            )
         if self._buffer.size - self._partial_at >= self._partial_every:
             self._partial_at = self._buffer.size
             return Work(self._buffer.copy(), self._offset / SAMPLE_RATE, is_final=False)
         return None
+
+    def _speculative_cut(self) -> int:
+        """Where the segment ends if the short pause now heard holds; 0 when there is none yet
+        or it was offered already."""
+        if self._speculative_vad is None:
+            return 0
+        speech = get_speech_timestamps(self._buffer, self._speculative_vad)
+        end = speech[-1]["end"] if speech else 0
+        if end >= self._buffer.size or end == self._speculated:
+            return 0  # still speaking (the open stretch ends at the buffer's end), or offered
+        return end
+
+    def _speech_ends_at(self, cut: int) -> bool:
+        """Whether the speech in the buffer ends at ``cut`` (nothing but silence after it)."""
+        if not cut or self._speculative_vad is None:
+            return False
+        speech = get_speech_timestamps(self._buffer, self._speculative_vad)
+        return bool(speech) and speech[-1]["end"] == cut
 
     def _close(self, cut: int) -> Work:
         work = Work(self._buffer[:cut].copy(), self._offset / SAMPLE_RATE, is_final=True)
@@ -100,3 +155,4 @@ class Segmenter:
         self._buffer = self._buffer[count:]
         self._offset += count
         self._partial_at = 0
+        self._speculated = 0
