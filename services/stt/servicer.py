@@ -225,7 +225,9 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                             SPECULATION.labels("wasted").inc()
                         _drop(candidate)
                         candidate = _Candidate(
-                            work, options, self._speculate(backend, work, options)
+                            work,
+                            options,
+                            asyncio.ensure_future(self._run_stream_work(backend, work, options)),
                         )
                         continue
                     if not work.is_final and candidate is not None and not candidate.task.done():
@@ -257,25 +259,13 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
 
-    def _speculate(
-        self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
-    ) -> asyncio.Future[Transcription | None]:
-        """Start the final decode of a candidate segment; None if every worker is busy."""
-
-        async def decode() -> Transcription | None:
-            try:
-                return (await self._workers.run(_transcribe, backend, work.audio, options)).value
-            except ResourceExhausted:
-                return None
-
-        return asyncio.ensure_future(decode())
-
     async def _run_stream_work(
         self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
     ) -> Transcription | None:
-        """Partials are skipped when every worker is busy (or the backend does not want them);
-        finals wait for a worker."""
-        if not work.is_final:
+        """Partials and final candidates are skipped (None) when every worker is busy, partials
+        also when the backend does not want them; finals wait for a worker. A candidate is
+        decoded as the final it may become."""
+        if not work.is_final and not work.speculative:
             if not backend.partial_results:
                 return None
             options = _fast(options)

@@ -108,11 +108,8 @@ class Segmenter:
             cut = min(self._buffer.size, speech_end)
             if end_of_stream:
                 # The whole rest, unless a final candidate was offered and no speech followed it.
-                cut = (
-                    self._speculated
-                    if self._speech_ends_at(self._speculated)
-                    else self._buffer.size
-                )
+                ended_at_candidate = self._speculated and self._speech_end() == self._speculated
+                cut = self._speculated if ended_at_candidate else self._buffer.size
             return self._close(cut)
         candidate = self._speculative_cut()
         if candidate:
@@ -131,20 +128,18 @@ class Segmenter:
     def _speculative_cut(self) -> int:
         """Where the segment ends if the short pause now heard holds; 0 when there is none yet
         or it was offered already."""
-        if self._speculative_vad is None:
-            return 0
-        speech = get_speech_timestamps(self._buffer, self._speculative_vad)
-        end = speech[-1]["end"] if speech else 0
+        end = self._speech_end()
         if end >= self._buffer.size or end == self._speculated:
             return 0  # still speaking (the open stretch ends at the buffer's end), or offered
         return end
 
-    def _speech_ends_at(self, cut: int) -> bool:
-        """Whether the speech in the buffer ends at ``cut`` (nothing but silence after it)."""
-        if not cut or self._speculative_vad is None:
-            return False
+    def _speech_end(self) -> int:
+        """Where the buffer's last stretch of speech ends by the short-pause VAD (its end when
+        the stretch is still open); 0 when there is no speech or speculation is off."""
+        if self._speculative_vad is None:
+            return 0
         speech = get_speech_timestamps(self._buffer, self._speculative_vad)
-        return bool(speech) and speech[-1]["end"] == cut
+        return speech[-1]["end"] if speech else 0
 
     def _close(self, cut: int) -> Work:
         work = Work(self._buffer[:cut].copy(), self._offset / SAMPLE_RATE, is_final=True)
