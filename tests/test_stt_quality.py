@@ -11,12 +11,17 @@ import jiwer
 import numpy as np
 import pytest
 from chorus.v1 import common_pb2, stt_pb2
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from services.common.audio import resample
 from tests.conftest import ROUND_TRIP_SENTENCES, stt_stub
 from tests.support.services import metric_value, scrape
-from tests.support.speech import espeak, read_wav, reencode, wav_bytes, word_overlap
+from tests.support.speech import (
+    espeak,
+    read_wav,
+    reencode,
+    speech_bounds,
+    wav_bytes,
+    word_overlap,
+)
 
 MULTILINGUAL = [
     ("de", "Guten Morgen, ich möchte heute einen Kaffee trinken und ein Buch lesen."),
@@ -120,14 +125,10 @@ def test_streaming_final_is_decoded_during_the_pause(stt_faster_whisper, piper_s
     the silence that confirms the pause: the final is the candidate decoded during the wait,
     and matches what the unary call answers for the same audio."""
     samples, rate = read_wav(next(iter(piper_speech.values())))
-    # Cut the clip where its speech ends (the VAD sees the end only with silence after it), so
-    # the silence sent is the pause: 0.5 s lies between vad_speculate_ms (0.4) and the 0.7 s
-    # that vad_silence_ms (0.6) plus the VAD's 0.1 s padding need to close the segment.
-    audio = np.concatenate([samples.astype(np.float32) / 32768, np.zeros(rate, np.float32)])
-    stretches = get_speech_timestamps(
-        resample(audio, rate, 16_000), VadOptions(min_silence_duration_ms=250, speech_pad_ms=0)
-    )
-    speech = samples[: int(stretches[-1]["end"] / 16_000 * rate)]
+    # Cut the clip where its speech ends, so the silence sent is the pause: 0.5 s lies between
+    # vad_speculate_ms (0.4) and the 0.7 s that vad_silence_ms (0.6) plus the VAD's 0.1 s
+    # padding need to close the segment.
+    speech = samples[: speech_bounds(samples, rate)[1]]
     silence = np.zeros(int(0.5 * rate), np.int16)
     waited = threading.Event()
 

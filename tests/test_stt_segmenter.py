@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from services.common.audio import decode_audio
 from services.stt.streaming import SAMPLE_RATE, Segmenter, Work
-from tests.support.speech import espeak
+from tests.support.speech import espeak, speech_bounds
 
 CHUNK = SAMPLE_RATE // 10  # 100 ms, as a live client sends
 
@@ -20,12 +19,8 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
         "Please send the report to my office.", "en", tmp_path_factory.mktemp("seg") / "s.wav"
     )
     audio = decode_audio(wav, max_seconds=60)
-    # espeak pads its speech with silence; keep the speech alone so the pauses here are exact.
-    padded = np.concatenate([audio, silence(1.0)])  # a stretch still open at the end has no end
-    stretches = get_speech_timestamps(
-        padded, VadOptions(min_silence_duration_ms=250, speech_pad_ms=0)
-    )
-    return padded[stretches[0]["start"] : stretches[-1]["end"]]
+    start, end = speech_bounds(audio, SAMPLE_RATE)  # the speech alone: the pauses here are exact
+    return audio[start:end]
 
 
 def silence(seconds: float) -> np.ndarray:

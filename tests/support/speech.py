@@ -18,6 +18,23 @@ def espeak(text: str, voice: str, path: Path) -> bytes:
     return path.read_bytes()
 
 
+def speech_bounds(samples: np.ndarray, rate: int) -> tuple[int, int]:
+    """(start, end) of the speech in a clip, in its own samples, by Silero VAD without padding
+    (pauses under 250 ms count as speech). Synthesizers pad their speech with quiet; tests that
+    send exact pauses cut it off with this. The VAD sees where a stretch ends only when silence
+    follows it, so the clip is judged with a second of silence appended."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from services.common.audio import resample
+
+    audio = samples.astype(np.float32) / 32768 if samples.dtype == np.int16 else samples
+    padded = np.concatenate([resample(audio, rate, 16_000), np.zeros(16_000, np.float32)])
+    stretches = get_speech_timestamps(
+        padded, VadOptions(min_silence_duration_ms=250, speech_pad_ms=0)
+    )
+    return int(stretches[0]["start"] * rate / 16_000), int(stretches[-1]["end"] * rate / 16_000)
+
+
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     """Mono int16 (or float in [-1, 1]) samples as a WAV file."""
     if samples.dtype != np.int16:
