@@ -37,7 +37,8 @@ from chorus.v1 import (
 )
 
 from bench.timing import alternate
-from services.launcher import ROOT, SUITE, ServiceProcess, free_port
+from services.catalog import BY_NAME
+from services.launcher import ROOT, ServiceProcess, free_port
 from tests.support.gateway import NOWHERE, GatewayProcess, gateway_env
 
 REPEATS = 7
@@ -63,12 +64,11 @@ def interleaved(
 
 
 def main() -> int:
-    specs = {s.name: s for s in SUITE}
     logs = Path(tempfile.mkdtemp(prefix="chorus-bench-gateway-"))
 
     def service(name: str, env: dict[str, str]) -> ServiceProcess:
         return ServiceProcess(
-            specs[name], free_port(), free_port(), env=env, log_path=logs / f"{name}.log"
+            BY_NAME[name], free_port(), free_port(), env=env, log_path=logs / f"{name}.log"
         ).start()
 
     stt = service("stt", {"CHORUS_STT_BEAM_SIZE": "1", "CHORUS_STT_EXTRA_MODELS": "[]"})

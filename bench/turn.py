@@ -30,8 +30,9 @@ from chorus.v1 import (
     orchestrator_pb2 as pb,
 )
 
+from services.catalog import BY_NAME, SERVICES
 from services.common.text import pop_complete_sentences
-from services.launcher import SUITE, ServiceProcess, free_port
+from services.launcher import ServiceProcess, free_port
 from tests.support.speech import read_wav, wav_bytes
 
 REPEATS = 5
@@ -113,7 +114,7 @@ def direct_stages(stt, llm, tts, wav: bytes | None, text: str) -> float:
 def main() -> int:
     procs = [
         ServiceProcess(spec, free_port(), free_port())
-        for spec in SUITE
+        for spec in SERVICES
         if spec.name in ("stt", "tts", "llm", "image")
     ]
     by_name = {p.spec.name: p for p in procs}
@@ -127,7 +128,7 @@ def main() -> int:
             f"CHORUS_ORCH_{n.upper()}_ADDRESS": by_name[n].address
             for n in ("stt", "tts", "llm", "image")
         }
-        spec = next(s for s in SUITE if s.name == "orchestrator")
+        spec = BY_NAME["orchestrator"]
         orch = ServiceProcess(spec, free_port(), free_port(), env=env).start()
         orch.wait_ready()
         stub = orchestrator_pb2_grpc.OrchestratorStub(grpc.insecure_channel(orch.address))

@@ -3,7 +3,8 @@
 Flask handlers run in gunicorn's worker threads, so the gateway uses grpc's synchronous API
 (thread-safe channels) rather than grpc.aio. Channels are opened on first use and remembered
 with the process id: a gunicorn worker forked from a parent that already held channels opens
-its own instead of sharing the parent's (gRPC channels do not survive fork).
+its own instead of sharing the parent's (gRPC channels do not survive fork). Which services the
+gateway calls, and which setting holds each address, comes from ``services/catalog.py``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,12 @@ from chorus.v1 import (
 from grpc_health.v1 import health_pb2_grpc
 
 from gateway.settings import GatewaySettings
+from services.catalog import BY_NAME
 from services.common.clients import service_config
 
-SERVICES = {
-    "orchestrator": "chorus.v1.Orchestrator",
-    "stt": "chorus.v1.SpeechToText",
-    "tts": "chorus.v1.TextToSpeech",
-    "llm": "chorus.v1.TextGeneration",
-    "image": "chorus.v1.ImageGeneration",
-}
+GATEWAY = BY_NAME["gateway"]
+GRPC_NAMES = {d.service: BY_NAME[d.service].grpc_service for d in GATEWAY.dependencies}
+"""Each service the gateway calls -> its full gRPC service name."""
 
 
 @dataclass(frozen=True)
@@ -93,23 +91,18 @@ class Channels:
 
     def _open(self) -> Stubs:
         s = self._settings
-        if s.envoy_address:
-            shared = open_sync_channel(s.envoy_address, list(SERVICES.values()), s)
+        envoy = getattr(s, GATEWAY.envoy_setting)
+        if envoy:
+            shared = open_sync_channel(envoy, list(GRPC_NAMES.values()), s)
             self._channels.append(shared)
-            by_name = dict.fromkeys(SERVICES, shared)
+            by_name = dict.fromkeys(GRPC_NAMES, shared)
         else:
-            addresses = {
-                "orchestrator": s.orchestrator_address,
-                "stt": s.stt_address,
-                "tts": s.tts_address,
-                "llm": s.llm_address,
-                "image": s.image_address,
-            }
             by_name = {}
-            for name, address in addresses.items():
-                channel = open_sync_channel(address, [SERVICES[name]], s)
+            for dependency in GATEWAY.dependencies:
+                address = getattr(s, dependency.setting)
+                channel = open_sync_channel(address, [GRPC_NAMES[dependency.service]], s)
                 self._channels.append(channel)
-                by_name[name] = channel
+                by_name[dependency.service] = channel
         return Stubs(
             orchestrator=orchestrator_pb2_grpc.OrchestratorStub(by_name["orchestrator"]),
             orchestrator_health=health_pb2_grpc.HealthStub(by_name["orchestrator"]),

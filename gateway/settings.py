@@ -5,6 +5,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.catalog import BY_NAME
+
+_CATALOG = BY_NAME["gateway"]
+
 # OpenAI model and voice names that existing clients send; each maps to a Chorus id ("" means the
 # service's default), so `client.audio.speech.create(model="tts-1", voice="alloy")` works unchanged.
 DEFAULT_MODEL_ALIASES: dict[str, str] = {
@@ -52,12 +56,12 @@ class GatewaySettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="CHORUS_GATEWAY_", env_nested_delimiter="__", extra="ignore"
+        env_prefix=_CATALOG.env_prefix, env_nested_delimiter="__", extra="ignore"
     )
 
     host: str = "127.0.0.1"
     """Address gunicorn binds; containers set 0.0.0.0."""
-    port: int = Field(default=8080, ge=0, le=65535)
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
     workers: int = Field(default=2, ge=1, le=64)
     """gunicorn worker processes (each opens its own gRPC channels after the fork)."""
     threads: int = Field(default=16, ge=1, le=1024)
@@ -65,11 +69,11 @@ class GatewaySettings(BaseSettings):
     graceful_timeout: float = Field(default=30.0, ge=0, le=3600)
     """On SIGTERM, how long open requests may take to finish."""
 
-    orchestrator_address: str = "127.0.0.1:50055"
-    stt_address: str = "127.0.0.1:50051"
-    tts_address: str = "127.0.0.1:50052"
-    llm_address: str = "127.0.0.1:50053"
-    image_address: str = "127.0.0.1:50054"
+    orchestrator_address: str = BY_NAME["orchestrator"].loopback
+    stt_address: str = BY_NAME["stt"].loopback
+    tts_address: str = BY_NAME["tts"].loopback
+    llm_address: str = BY_NAME["llm"].loopback
+    image_address: str = BY_NAME["image"].loopback
     """Service addresses: host:port, or dns:///name:port to spread over every replica."""
     envoy_address: str | None = None
     """When set, every service is reached through this Envoy (it routes by gRPC service name)

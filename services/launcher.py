@@ -1,14 +1,17 @@
 """Start the Chorus suite as local processes on loopback: ``make run``.
 
-Each service runs in its own process, exactly as it would in a container; the launcher waits
-until every one reports SERVING on the official health service, prints the addresses, and on
-Ctrl-C (or SIGTERM) stops them all with SIGTERM so in-flight calls drain. Tests start services
-with the same ``ServiceProcess`` class.
+Each service of the catalog (``services/catalog.py``) runs in its own process, exactly as it
+would in a container; the launcher starts a service once every service it calls reports SERVING
+on the official health service, prints the addresses, and on Ctrl-C (or SIGTERM) stops them all
+with SIGTERM so in-flight calls drain. With ``CHORUS_ENVOY=1`` a real Envoy sits between the
+callers and the services they call, as in the containers. Tests start services with the same
+``ServiceProcess`` class, and a whole suite with ``running_suite``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -17,49 +20,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.catalog import BY_NAME, DEPENDED_ON, ENVOY, SERVICES, Service
+
+if TYPE_CHECKING:
+    from deploy.envoy.local import EnvoyProcess
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    module: str
-    env_prefix: str
-    port: int
-    metrics_port: int
-    defaults: Mapping[str, str] = field(default_factory=dict)
-    """Settings for the offline suite, used unless the environment sets them."""
-    http_ready: str | None = None
-    """For an HTTP service (the gateway): the path that answers 200 when it is ready."""
-
-
-SUITE = (
-    ServiceSpec("stt", "services.stt", "CHORUS_STT_", 50051, 9151),
-    ServiceSpec("tts", "services.tts", "CHORUS_TTS_", 50052, 9152),
-    ServiceSpec("llm", "services.llm", "CHORUS_LLM_", 50053, 9153),
-    # The offline image model is a tiny random-weight pipeline: keep its pictures small and fast.
-    ServiceSpec(
-        "image",
-        "services.image",
-        "CHORUS_IMAGE_",
-        50054,
-        9154,
-        defaults={
-            "CHORUS_IMAGE_DEFAULT_WIDTH": "128",
-            "CHORUS_IMAGE_DEFAULT_HEIGHT": "128",
-            "CHORUS_IMAGE_DEFAULT_STEPS": "8",
-        },
-    ),
-    ServiceSpec("orchestrator", "services.orchestrator", "CHORUS_ORCH_", 50055, 9155),
-    ServiceSpec("gateway", "gateway", "CHORUS_GATEWAY_", 8000, 0, http_ready="/readyz"),
-)
 
 
 def free_port() -> int:
@@ -72,9 +46,10 @@ def free_port() -> int:
 class ServiceProcess:
     """One service process: started with its env, ready when health says SERVING."""
 
-    spec: ServiceSpec
+    spec: Service
     port: int
     metrics_port: int
+    """0 for a service without metrics (the gateway)."""
     env: Mapping[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -86,13 +61,14 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        env = {**self.spec.defaults, **os.environ}
+        env = {**self.spec.offline_defaults, **os.environ}
         env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT / "gen"), str(ROOT), env.get("PYTHONPATH", "")]
         )
-        env[f"{self.spec.env_prefix}HOST"] = "127.0.0.1"
-        env[f"{self.spec.env_prefix}PORT"] = str(self.port)
-        env[f"{self.spec.env_prefix}METRICS_PORT"] = str(self.metrics_port)
+        env[self.spec.env("host")] = "127.0.0.1"
+        env[self.spec.env("port")] = str(self.port)
+        if self.spec.metrics_port is not None:
+            env[self.spec.env("metrics_port")] = str(self.metrics_port)
         env.update(self.env)
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
@@ -106,10 +82,10 @@ class ServiceProcess:
 
     def health(self, timeout: float = 1.0) -> int | None:
         """The health status, or None when the server does not answer."""
-        if self.spec.http_ready:
+        if self.spec.protocol == "http":
             try:
                 with urllib.request.urlopen(
-                    f"http://{self.address}{self.spec.http_ready}", timeout=timeout
+                    f"http://{self.address}{self.spec.ready_path}", timeout=timeout
                 ):
                     return health_pb2.HealthCheckResponse.SERVING
             except urllib.error.HTTPError:
@@ -154,22 +130,106 @@ class ServiceProcess:
             return self.process.wait()
 
 
+def start_order(names: Iterable[str]) -> list[list[str]]:
+    """Waves of the named services: each calls only services of earlier waves (the catalog's
+    dependencies), so a caller starts once everything it calls is ready."""
+    wanted = set(names)
+    pending = [s.name for s in SERVICES if s.name in wanted]
+    waves: list[list[str]] = []
+    while pending:
+        wave = [
+            n for n in pending if all(d.service not in pending for d in BY_NAME[n].dependencies)
+        ]
+        if not wave:
+            raise ValueError(f"dependency cycle among {pending}")
+        waves.append(wave)
+        pending = [n for n in pending if n not in wave]
+    return waves
+
+
+@contextlib.contextmanager
+def running_suite(
+    processes: Mapping[str, ServiceProcess],
+    run_dir: Path,
+    envoy_ports: tuple[int, int] | None = None,
+    report: Callable[[str], object] = print,
+    timeout: float = 600.0,
+) -> Iterator[EnvoyProcess | None]:
+    """Start ``processes`` (catalog name -> process) in dependency order, yield once every one
+    is ready (the Envoy in front, or None), and stop them all afterwards (SIGTERM, callers first).
+
+    Each caller is given its dependencies' addresses; with ``envoy_ports`` (listener, admin), a
+    real Envoy fronts every service another one calls and each caller gets only the Envoy address
+    (its ``envoy_setting``), as in docker-compose.yml and Kubernetes. Envoy health-checks what it
+    fronts, so a caller that is started later (the orchestrator) gets calls once it is SERVING.
+    """
+    with contextlib.ExitStack() as stack:
+        envoy: EnvoyProcess | None = None
+        for wave in start_order(processes):
+            procs = [processes[name] for name in wave]
+            if envoy_ports and envoy is None and any(p.spec.dependencies for p in procs):
+                from deploy.envoy.local import running_envoy  # it imports this module
+
+                fronted = {name: [processes[name]] for name in DEPENDED_ON if name in processes}
+                listen, admin = envoy_ports
+                envoy = stack.enter_context(
+                    running_envoy(fronted, run_dir, listen_port=listen, admin_port=admin)
+                )
+                report(
+                    f"  {ENVOY.name:<12} grpc://{envoy.address}   admin http://127.0.0.1:{admin}"
+                )
+            for proc in procs:
+                proc.env = {**_addresses(proc.spec, processes, envoy), **proc.env}
+                stack.callback(proc.stop)
+                proc.start()
+            for proc in procs:
+                proc.wait_ready(timeout)
+                report(_describe(proc))
+        yield envoy
+
+
+def _addresses(
+    spec: Service, processes: Mapping[str, ServiceProcess], envoy: EnvoyProcess | None
+) -> dict[str, str]:
+    """The settings that tell a caller where the services it calls are."""
+    if envoy is not None and spec.envoy_setting:
+        return {spec.env(spec.envoy_setting): envoy.address}
+    return {
+        spec.env(d.setting): processes[d.service].address
+        for d in spec.dependencies
+        if d.service in processes
+    }
+
+
+def _describe(proc: ServiceProcess) -> str:
+    if proc.spec.protocol == "http":
+        return (
+            f"  {proc.spec.name:<12} http://{proc.address}/v1 (OpenAI-compatible)   "
+            f"log {proc.log_path}"
+        )
+    return (
+        f"  {proc.spec.name:<12} grpc://{proc.address}   metrics http://127.0.0.1:"
+        f"{proc.metrics_port}/metrics   log {proc.log_path}"
+    )
+
+
 def main() -> int:
-    """Start the suite: model services, then (with CHORUS_ENVOY=1) Envoy in front of them, then
-    the orchestrator (through Envoy when it runs); stop everything on Ctrl-C or SIGTERM."""
+    """Start the suite (with CHORUS_ENVOY=1, Envoy between callers and the services they call);
+    stop everything on Ctrl-C or SIGTERM."""
     run_dir = ROOT / ".run"
     run_dir.mkdir(exist_ok=True)
     use_envoy = os.environ.get("CHORUS_ENVOY", "") not in ("", "0")
     processes = {
-        spec.name: ServiceProcess(
-            spec, spec.port, spec.metrics_port, log_path=run_dir / f"{spec.name}.log"
-        )
-        for spec in SUITE
+        s.name: ServiceProcess(s, s.port, s.metrics_port or 0, log_path=run_dir / f"{s.name}.log")
+        for s in SERVICES
     }
-    busy = [p for p in processes.values() if _port_in_use(p.port)]
+    ports = {p.spec.name: p.port for p in processes.values()}
+    if use_envoy:
+        ports |= {ENVOY.name: ENVOY.local_port, f"{ENVOY.name} admin": ENVOY.admin_port}
+    busy = {name: port for name, port in ports.items() if _port_in_use(port)}
+    for name, port in busy.items():
+        print(f"port {port} for {name} is already in use", file=sys.stderr)
     if busy:
-        for proc in busy:
-            print(f"port {proc.port} for {proc.spec.name} is already in use", file=sys.stderr)
         return 1
 
     stopping = False
@@ -179,43 +239,13 @@ def main() -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    models = [p for name, p in processes.items() if name not in ("orchestrator", "gateway")]
-    orchestrator, gateway = processes["orchestrator"], processes["gateway"]
+    envoy_ports = (ENVOY.local_port, ENVOY.admin_port) if use_envoy else None
     with contextlib.ExitStack() as stack:
         try:
             print("starting Chorus (the first start joins and loads model weights) ...", flush=True)
-            for proc in models:
-                stack.callback(proc.stop)
-                proc.start()
-            for proc in models:
-                proc.wait_ready(600)
-                _print_ready(proc)
-            if use_envoy:
-                from deploy.envoy.local import running_envoy
-
-                envoy = stack.enter_context(
-                    running_envoy(
-                        {p.spec.name: [p] for p in models},
-                        run_dir,
-                        listen_port=10000,
-                        admin_port=9901,
-                    )
-                )
-                print(
-                    f"  {'envoy':<12} grpc://{envoy.address}   admin http://127.0.0.1:9901",
-                    flush=True,
-                )
-                orchestrator.env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
-                gateway.env = {"CHORUS_GATEWAY_ENVOY_ADDRESS": envoy.address}
-            stack.callback(orchestrator.stop)
-            orchestrator.start().wait_ready()
-            _print_ready(orchestrator)
-            stack.callback(gateway.stop)
-            gateway.start().wait_ready()
-            print(
-                f"  {'gateway':<12} http://{gateway.address}/v1 (OpenAI-compatible)   "
-                f"log {gateway.log_path}"
-            )
+            report = functools.partial(print, flush=True)
+            stack.enter_context(running_suite(processes, run_dir, envoy_ports, report))
+            gateway = processes["gateway"]
             print(f"\nChorus is SERVING: open http://{gateway.address}/api/interface/", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             while not stopping:
@@ -234,14 +264,6 @@ def main() -> int:
 def _port_in_use(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _print_ready(proc: ServiceProcess) -> None:
-    print(
-        f"  {proc.spec.name:<12} grpc://{proc.address}   metrics http://127.0.0.1:"
-        f"{proc.metrics_port}/metrics   log {proc.log_path}",
-        flush=True,
-    )
 
 
 if __name__ == "__main__":

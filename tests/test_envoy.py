@@ -22,13 +22,13 @@ import pytest
 import yaml
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
-from deploy.envoy.render import UPSTREAMS, Endpoint, Options, container_endpoints, render, validate
-from services.launcher import SUITE, ServiceProcess, free_port
+from deploy.envoy.render import Endpoint, Options, container_endpoints, render, validate
+from services.catalog import BY_NAME, SERVICES
+from services.launcher import ServiceProcess, free_port
 from tests.support.envoy import EnvoyProcess, running_envoy
 from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak
 
-SPECS = {spec.name: spec for spec in SUITE}
 TRANSCRIBE = "/chorus.v1.SpeechToText/Transcribe"
 STT_ENV = {
     "CHORUS_STT_MODEL": "whisper-tiny.en",
@@ -52,7 +52,7 @@ def _rendered(mode: str, tmp_path: Path) -> tuple[Path, dict]:
     if mode == "local":
         endpoints = {
             u.name: [Endpoint("127.0.0.1", u.port), Endpoint("127.0.0.1", u.port + 100)]
-            for u in UPSTREAMS
+            for u in SERVICES
         }
         text = render(endpoints, Options.local())
     else:
@@ -77,7 +77,7 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
     _, config = _rendered(mode, tmp_path)
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    assert set(clusters) == {u.name for u in UPSTREAMS}
+    assert set(clusters) == {u.name for u in SERVICES}
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"
     ]
@@ -85,7 +85,7 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
     filters = [f["name"] for f in hcm["http_filters"]]
     assert filters[-1] == "envoy.filters.http.router"
     assert {"envoy.filters.http.local_ratelimit", "envoy.filters.http.buffer"} <= set(filters)
-    for u in UPSTREAMS:
+    for u in SERVICES:
         cluster = clusters[u.name]
         check = cluster["health_checks"][0]
         assert cluster["outlier_detection"]["consecutive_local_origin_failure"] >= 1
@@ -103,13 +103,13 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
             assert cluster["type"] == "STATIC"
             assert len(cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]) == 2
         if u.protocol == "http":
-            assert check["http_health_check"]["path"] == u.health_path
+            assert check["http_health_check"]["path"] == u.ready_path
             assert routes[-1]["route"]["cluster"] == u.name  # the catch-all comes last
             continue
-        assert check["grpc_health_check"]["service_name"] == u.service
+        assert check["grpc_health_check"]["service_name"] == u.grpc_service
         assert "http2_protocol_options" in str(cluster["typed_extension_protocol_options"])
         mine = [r for r in routes if r["route"]["cluster"] == u.name]
-        assert any(r["match"].get("prefix") == f"/{u.service}/" for r in mine)
+        assert any(r["match"].get("prefix") == f"/{u.grpc_service}/" for r in mine)
         for r in mine:
             policy = r["route"]["retry_policy"]
             assert set(policy["retry_on"].split(",")) >= {"unavailable", "reset", "connect-failure"}
@@ -125,7 +125,7 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
             if streaming:
                 assert "idle_timeout" in r["route"]
             else:
-                assert buffer["buffer"]["max_request_bytes"] == u.max_request_bytes
+                assert buffer["buffer"]["max_request_bytes"] == u.route.max_request_bytes
 
 
 def test_render_rejects_unknown_or_empty_kinds() -> None:
@@ -133,17 +133,6 @@ def test_render_rejects_unknown_or_empty_kinds() -> None:
         render({"nope": [Endpoint("127.0.0.1", 1)]})
     with pytest.raises(ValueError, match="no endpoints"):
         render({"stt": []})
-
-
-def test_upstreams_agree_with_the_launcher() -> None:
-    by_name = {u.name: u for u in UPSTREAMS}
-    for spec in SUITE:
-        u = by_name[spec.name]
-        assert (u.env_prefix, u.port, u.metrics_port) == (
-            spec.env_prefix,
-            spec.port,
-            spec.metrics_port,
-        )
 
 
 # --- live Envoy ----------------------------------------------------------------------------------
@@ -156,7 +145,11 @@ def _replicas(
     """``count`` replicas started together (loading in parallel), all SERVING; stopped after."""
     procs = [
         ServiceProcess(
-            SPECS[name], free_port(), free_port(), env=env, log_path=logs / f"{name}-envoy-{i}.log"
+            BY_NAME[name],
+            free_port(),
+            free_port(),
+            env=env,
+            log_path=logs / f"{name}-envoy-{i}.log",
         )
         for i in range(count)
     ]

@@ -1,8 +1,9 @@
 """Docker HEALTHCHECK for every Chorus image: exit 0 when the container's service is ready.
 
 gRPC services: the standard ``grpc.health.v1.Health/Check`` (SERVING only once the model is
-loaded; NOT_SERVING while draining) on ``$CHORUS_<PREFIX>_PORT``. The gateway: HTTP ``/readyz``.
-Envoy: its admin ``/ready`` on loopback (inside the container, where the admin API is bound).
+loaded; NOT_SERVING while draining) on ``$CHORUS_<PREFIX>_PORT``. HTTP services (the gateway):
+their ready path (``/readyz``). Envoy: its admin ``/ready`` on loopback (inside the container,
+where the admin API is bound). Ports, prefixes and paths come from ``services/catalog.py``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,7 @@ import os
 import sys
 import urllib.request
 
-PREFIXES = {
-    "stt": ("CHORUS_STT_", 50051),
-    "tts": ("CHORUS_TTS_", 50052),
-    "llm": ("CHORUS_LLM_", 50053),
-    "image": ("CHORUS_IMAGE_", 50054),
-    "orchestrator": ("CHORUS_ORCH_", 50055),
-    "gateway": ("CHORUS_GATEWAY_", 8000),
-}
+from services.catalog import ENVOY, service
 
 
 def http_ok(url: str) -> bool:
@@ -44,19 +38,14 @@ def grpc_serving(port: int) -> bool:
 
 
 def main() -> int:
-    service = os.environ.get("CHORUS_SERVICE", "")
-    if service == "envoy":
-        return (
-            0
-            if http_ok(
-                f"http://127.0.0.1:{os.environ.get('CHORUS_ENVOY_ADMIN_PORT', '9901')}/ready"
-            )
-            else 1
-        )
-    prefix, default_port = PREFIXES[service]
-    port = int(os.environ.get(f"{prefix}PORT", default_port))
-    if service == "gateway":
-        return 0 if http_ok(f"http://127.0.0.1:{port}/readyz") else 1
+    name = os.environ.get("CHORUS_SERVICE", "")
+    if name == ENVOY.name:
+        admin_port = os.environ.get(f"{ENVOY.env_prefix}ADMIN_PORT", str(ENVOY.admin_port))
+        return 0 if http_ok(f"http://127.0.0.1:{admin_port}/ready") else 1
+    spec = service(name)
+    port = int(os.environ.get(spec.env("port"), spec.port))
+    if spec.protocol == "http":
+        return 0 if http_ok(f"http://127.0.0.1:{port}{spec.ready_path}") else 1
     return 0 if grpc_serving(port) else 1
 
 

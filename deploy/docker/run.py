@@ -1,8 +1,8 @@
 """Container entrypoint: start the service named by CHORUS_SERVICE (the image's build arg).
 
-Model services and the orchestrator run ``python -m services.<name>``, the gateway ``python -m
-gateway``; Envoy renders deploy/envoy/envoy.yaml.j2 for containers (CHORUS_ENVOY_* variables)
-and then becomes the Envoy process, so signals reach it directly.
+Every service of the catalog (``services/catalog.py``) runs ``python -m <its module>``; Envoy
+renders deploy/envoy/envoy.yaml.j2 for containers (CHORUS_ENVOY_* variables) and then becomes
+the Envoy process, so signals reach it directly.
 """
 
 from __future__ import annotations
@@ -10,20 +10,14 @@ from __future__ import annotations
 import os
 import sys
 
-MODULES = {
-    "stt": "services.stt",
-    "tts": "services.tts",
-    "llm": "services.llm",
-    "image": "services.image",
-    "orchestrator": "services.orchestrator",
-    "gateway": "gateway",
-}
+from services.catalog import BY_NAME, ENVOY
+
 ENVOY_CONFIG = "/tmp/envoy.yaml"
 
 
 def main() -> None:
     service = os.environ.get("CHORUS_SERVICE", "")
-    if service == "envoy":
+    if service == ENVOY.name:
         from deploy.envoy.render import envoy_binary
         from deploy.envoy.render import main as render
 
@@ -35,12 +29,14 @@ def main() -> None:
             "-c",
             ENVOY_CONFIG,
             "--log-level",
-            os.environ.get("CHORUS_ENVOY_LOG_LEVEL", "info"),
+            os.environ.get(f"{ENVOY.env_prefix}LOG_LEVEL", "info"),
         ]
         os.execv(binary, args + sys.argv[1:])
-    if service not in MODULES:
-        sys.exit(f"CHORUS_SERVICE must be one of {sorted([*MODULES, 'envoy'])}, not {service!r}")
-    os.execv(sys.executable, [sys.executable, "-m", MODULES[service], *sys.argv[1:]])
+    if service not in BY_NAME:
+        known = sorted([*BY_NAME, ENVOY.name])
+        sys.exit(f"CHORUS_SERVICE must be one of {known}, not {service!r}")
+    module = BY_NAME[service].module
+    os.execv(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]])
 
 
 if __name__ == "__main__":

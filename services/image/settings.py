@@ -6,13 +6,16 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.catalog import BY_NAME
 from services.common.settings import ServiceSettings
+
+_CATALOG = BY_NAME["image"]
 
 
 class ImageSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHORUS_IMAGE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
-    port: int = Field(default=50054, ge=0, le=65535)
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
     backend: Literal["diffusers", "hf-inference"] = "diffusers"
     """Engine: a diffusers pipeline in-process, or the Hugging Face hosted inference API."""
     model: str = "tiny-random-sd"

@@ -6,13 +6,16 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.catalog import BY_NAME
 from services.common.settings import ServiceSettings
+
+_CATALOG = BY_NAME["llm"]
 
 
 class LlmSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHORUS_LLM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
-    port: int = Field(default=50053, ge=0, le=65535)
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
     backend: Literal["llama-cpp", "openai"] = "llama-cpp"
     """Engine that runs the model: llama.cpp in-process, or any OpenAI-compatible server."""
     model: str = "gemma-3-270m"

@@ -3,17 +3,20 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.catalog import BY_NAME
 from services.common.settings import ServiceSettings
+
+_CATALOG = BY_NAME["orchestrator"]
 
 
 class OrchestratorSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHORUS_ORCH_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
-    port: int = Field(default=50055, ge=0, le=65535)
-    stt_address: str = "127.0.0.1:50051"
-    tts_address: str = "127.0.0.1:50052"
-    llm_address: str = "127.0.0.1:50053"
-    image_address: str = "127.0.0.1:50054"
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
+    stt_address: str = BY_NAME["stt"].loopback
+    tts_address: str = BY_NAME["tts"].loopback
+    llm_address: str = BY_NAME["llm"].loopback
+    image_address: str = BY_NAME["image"].loopback
     """Model service addresses: host:port, or dns:///name:port to spread over every address a
     (headless) Kubernetes Service resolves to."""
     envoy_address: str | None = None

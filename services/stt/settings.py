@@ -6,13 +6,16 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.catalog import BY_NAME
 from services.common.settings import ServiceSettings
+
+_CATALOG = BY_NAME["stt"]
 
 
 class SttSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHORUS_STT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
-    port: int = Field(default=50051, ge=0, le=65535)
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
     backend: Literal["faster-whisper", "openai-whisper", "openai-api"] = "faster-whisper"
     """Engine that runs the model; ``openai-api`` sends the audio to an OpenAI-compatible
     transcription API (``api_base_url``) instead of running a model here."""

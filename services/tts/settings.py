@@ -6,13 +6,16 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.catalog import BY_NAME
 from services.common.settings import ServiceSettings
+
+_CATALOG = BY_NAME["tts"]
 
 
 class TtsSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHORUS_TTS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
-    port: int = Field(default=50052, ge=0, le=65535)
+    port: int = Field(default=_CATALOG.port, ge=0, le=65535)
     backend: Literal["piper", "coqui", "openai-api"] = "piper"
     """Engine; ``openai-api`` asks an OpenAI-compatible speech API (``api_base_url``)."""
     voice: str = ""

@@ -9,11 +9,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from services.catalog import BY_NAME
 from services.launcher import ServiceProcess, free_port
-from tests.support.services import SPECS, started
+from tests.support.services import started
 
 NOWHERE = "127.0.0.1:9"
 """An address where nothing listens (the discard port), for a gateway without an orchestrator."""
+GATEWAY = BY_NAME["gateway"]
 
 
 def gateway_env(
@@ -25,19 +27,14 @@ def gateway_env(
     image: ServiceProcess | str = NOWHERE,
     **extra: str,
 ) -> dict[str, str]:
+    """The gateway's environment: each service's address in the variable the catalog names."""
+
     def address(p: ServiceProcess | str) -> str:
         return p if isinstance(p, str) else p.address
 
-    return {
-        "CHORUS_GATEWAY_ORCHESTRATOR_ADDRESS": address(orchestrator),
-        "CHORUS_GATEWAY_STT_ADDRESS": address(stt),
-        "CHORUS_GATEWAY_TTS_ADDRESS": address(tts),
-        "CHORUS_GATEWAY_LLM_ADDRESS": address(llm),
-        "CHORUS_GATEWAY_IMAGE_ADDRESS": address(image),
-        "CHORUS_GATEWAY_WORKERS": "1",
-        "CHORUS_GATEWAY_THREADS": "16",
-        **extra,
-    }
+    given = {"orchestrator": orchestrator, "stt": stt, "tts": tts, "llm": llm, "image": image}
+    env = {variable: address(given[name]) for name, variable in GATEWAY.address_env.items()}
+    return {**env, "CHORUS_GATEWAY_WORKERS": "1", "CHORUS_GATEWAY_THREADS": "16", **extra}
 
 
 class GatewayProcess(ServiceProcess):
@@ -45,7 +42,7 @@ class GatewayProcess(ServiceProcess):
     process class, plus HTTP helpers."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, ready: str = "/healthz") -> None:
-        spec = replace(SPECS["gateway"], http_ready=ready)
+        spec = replace(GATEWAY, ready_path=ready)
         super().__init__(spec, free_port(), 0, env=dict(env), log_path=log_path)
 
     @property

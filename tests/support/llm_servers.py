@@ -1,8 +1,4 @@
-"""Test processes for the LLM and image services, and llama-cpp-python's own OpenAI server.
-
-The LLM and image specs are declared here (the ports match the launcher's suite entries) so
-these tests do not depend on the suite list.
-"""
+"""Test processes for the LLM and image services, and llama-cpp-python's own OpenAI server."""
 
 from __future__ import annotations
 
@@ -17,11 +13,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.launcher import ServiceProcess, ServiceSpec, free_port
+from services.catalog import BY_NAME, Service
+from services.launcher import ServiceProcess, free_port
 from tests.support.services import started
 
-LLM_SPEC = ServiceSpec("llm", "services.llm", "CHORUS_LLM_", 50053, 9153)
-IMAGE_SPEC = ServiceSpec("image", "services.image", "CHORUS_IMAGE_", 50054, 9154)
+LLM_SPEC = BY_NAME["llm"]
+IMAGE_SPEC = BY_NAME["image"]
 CACHE_DIR = Path.home() / ".cache" / "chorus" / "models"
 
 
@@ -34,7 +31,7 @@ def gemma_gguf() -> Path:
 
 @contextmanager
 def serving(
-    spec: ServiceSpec, env: Mapping[str, str], log_path: Path, timeout: float = 180.0
+    spec: Service, env: Mapping[str, str], log_path: Path, timeout: float = 180.0
 ) -> Iterator[ServiceProcess]:
     """A started, SERVING service process; SIGTERM-stopped afterwards."""
     proc = ServiceProcess(spec, free_port(), free_port(), env=dict(env), log_path=log_path)

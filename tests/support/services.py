@@ -8,9 +8,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.launcher import SUITE, ServiceProcess, ServiceSpec, free_port
-
-SPECS: dict[str, ServiceSpec] = {spec.name: spec for spec in SUITE}
+from services.catalog import BY_NAME
+from services.launcher import ServiceProcess, free_port
 
 
 @contextmanager
@@ -18,11 +17,11 @@ def running(
     name: str, env: Mapping[str, str], log_dir: Path, tag: str = ""
 ) -> Iterator[ServiceProcess]:
     """A started, SERVING service process; SIGTERM-stopped afterwards."""
-    spec = SPECS[name]
+    spec = BY_NAME[name]
     stem = f"{name}{'-' + tag if tag else ''}"
     log_path = log_dir / f"{stem}.log"
     # Every test service writes its spans to a file, so a test can follow one trace across them.
-    env = {f"{spec.env_prefix}TRACE_FILE": str(log_dir / f"{stem}.spans.jsonl"), **env}
+    env = {spec.env("trace_file"): str(log_dir / f"{stem}.spans.jsonl"), **env}
     proc = ServiceProcess(spec, free_port(), free_port(), env=env, log_path=log_path)
     with started(proc) as ready:
         yield ready
