@@ -25,12 +25,15 @@ from chorus.v1 import (
 from grpc_health.v1 import health_pb2_grpc
 
 from gateway.settings import GatewaySettings
-from services.catalog import BY_NAME
+from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER
 from services.common.clients import service_config
 
 GATEWAY = BY_NAME["gateway"]
 GRPC_NAMES = {d.service: BY_NAME[d.service].grpc_service for d in GATEWAY.dependencies}
 """Each service the gateway calls -> its full gRPC service name."""
+HEALTH_METADATA = ((HEALTH_ROUTE_HEADER, "orchestrator"),)
+"""Sent with the orchestrator's health check, so an Envoy in between routes it to the
+orchestrator (every service shares the health path; see ``services.catalog``)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Stubs:
 
     orchestrator: orchestrator_pb2_grpc.OrchestratorStub
     orchestrator_health: health_pb2_grpc.HealthStub
+    """Call it with ``HEALTH_METADATA`` (and ask for the orchestrator's service name)."""
     stt: stt_pb2_grpc.SpeechToTextStub
     tts: tts_pb2_grpc.TextToSpeechStub
     llm: llm_pb2_grpc.TextGenerationStub

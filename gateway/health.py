@@ -7,7 +7,12 @@ from flask import Blueprint, Response, jsonify
 from grpc_health.v1 import health_pb2
 
 from gateway.app import metadata, settings_of, stubs_of
+from gateway.channels import HEALTH_METADATA
 from gateway.openapi import document
+from services.catalog import BY_NAME
+
+# The orchestrator's own service: SERVING there is what its readiness probe and Envoy check too.
+ORCHESTRATOR = BY_NAME["orchestrator"].grpc_service
 
 blueprint = Blueprint("health", __name__)
 
@@ -20,12 +25,16 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Ready when the orchestrator answers its health check with SERVING."""
+    """Ready when the orchestrator answers its health check with SERVING.
+
+    The check names the orchestrator twice: in the request (which service's health) and in
+    ``HEALTH_METADATA`` (so an Envoy in between, which cannot read the request, routes it there).
+    """
     try:
         answer = stubs_of().orchestrator_health.Check(
-            health_pb2.HealthCheckRequest(),
+            health_pb2.HealthCheckRequest(service=ORCHESTRATOR),
             timeout=settings_of().ready_timeout,
-            metadata=metadata(),
+            metadata=metadata() + HEALTH_METADATA,
         )
     except grpc.RpcError as error:
         detail = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"

@@ -3,7 +3,10 @@
 Two STT replicas (Whisper tiny.en, one thread each) and one TTS replica behind one Envoy
 rendered from deploy/envoy/envoy.yaml.j2: calls spread over the replicas, a replica killed in
 the middle of a burst loses no call (Envoy retries on another host) and is taken out by the
-gRPC health check, and a replica brought back on the same port gets calls again.
+gRPC health check, and a replica brought back on the same port gets calls again. Each service's
+``grpc.health.v1.Health`` is reachable through Envoy by naming the service in a header. And the
+whole suite as ``make run ENVOY=1`` starts it (the launcher's own code): the gateway, given only
+the Envoy address, becomes ready and serves a turn.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import grpc
 import pytest
 import yaml
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.envoy.render import Endpoint, Options, container_endpoints, render, validate
-from services.catalog import BY_NAME, SERVICES
-from services.launcher import ServiceProcess, free_port
+from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER, SERVICES
+from services.launcher import ServiceProcess, free_port, running_suite
 from tests.support.envoy import EnvoyProcess, running_envoy
 from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak
 
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
 TRANSCRIBE = "/chorus.v1.SpeechToText/Transcribe"
 STT_ENV = {
     "CHORUS_STT_MODEL": "whisper-tiny.en",
@@ -110,6 +115,11 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
         assert "http2_protocol_options" in str(cluster["typed_extension_protocol_options"])
         mine = [r for r in routes if r["route"]["cluster"] == u.name]
         assert any(r["match"].get("prefix") == f"/{u.grpc_service}/" for r in mine)
+        # Its health service, picked by the header that names it (the path is everyone's).
+        (health,) = [r for r in mine if r["match"].get("prefix") == HEALTH_PREFIX]
+        assert health["match"]["headers"] == [
+            {"name": HEALTH_ROUTE_HEADER, "string_match": {"exact": u.name}}
+        ]
         for r in mine:
             policy = r["route"]["retry_policy"]
             assert set(policy["retry_on"].split(",")) >= {"unavailable", "reset", "connect-failure"}
@@ -118,7 +128,8 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
                 == "envoy.retry_host_predicates.previous_hosts"
             )
             buffer = r["typed_per_filter_config"]["envoy.filters.http.buffer"]
-            streaming = "path" in r["match"] or u.stream_all
+            # Health.Watch streams, and so may every method of a stream_all service.
+            streaming = "path" in r["match"] or u.stream_all or r is health
             # Streaming calls: no overall timeout and no whole-request buffering.
             assert (r["route"]["timeout"] == "0s") == streaming
             assert buffer.get("disabled", False) == streaming
@@ -333,40 +344,114 @@ def test_local_rate_limit(suite, logs: Path) -> None:
         assert envoy.stat("chorus_rate_limit.http_local_rate_limit.rate_limited") >= 1
 
 
-def test_full_turn_through_envoy(
-    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
-) -> None:
-    """gateway -> orchestrator -> Envoy -> model services: a whole turn over HTTP, every model
-    stage routed by Envoy."""
+def _health_through(address: str, name: str | None, service: str = "") -> int:
+    """``grpc.health.v1.Health/Check`` through Envoy at ``address``, naming ``name`` in the
+    routing header (None: no header)."""
+    metadata = ((HEALTH_ROUTE_HEADER, name),) if name else ()
+    with grpc.insecure_channel(address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10, metadata=metadata
+        )
+    return reply.status
+
+
+def test_health_of_each_service_through_envoy(suite) -> None:
+    stt, tts, envoy = suite
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("stt", "tts"):
+        assert _health_through(envoy.address, name) == serving
+        assert _health_through(envoy.address, name, BY_NAME[name].grpc_service) == serving
+    # The header picks the cluster: a service's own name is unknown to another one.
+    with pytest.raises(grpc.RpcError) as err:
+        _health_through(envoy.address, "tts", BY_NAME["stt"].grpc_service)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # Without the header no route matches: the health path is every service's.
+    with pytest.raises(grpc.RpcError) as err:
+        _health_through(envoy.address, None)
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_launcher_suite_through_envoy(logs: Path, tiny_sd: Path) -> None:
+    """``make run ENVOY=1`` as the launcher runs it (on free ports, with small models): Envoy
+    fronts the model services and the orchestrator, the orchestrator and the gateway get only
+    the Envoy address, the gateway's /readyz turns 200 (its orchestrator health check routed by
+    Envoy), and a whole turn goes gateway -> Envoy -> orchestrator -> Envoy -> models."""
     import requests
 
-    from tests.support.gateway import gateway_env, running_gateway
-    from tests.support.services import running
+    from tests.conftest import IMAGE_LIMITS, LLM_LIMITS
     from tests.test_gateway import sse_events
 
-    models = {
-        "stt": [stt_faster_whisper],
-        "tts": [tts_piper],
-        "llm": [llm_llama_cpp],
-        "image": [image_diffusers],
+    env = {
+        "stt": STT_ENV,
+        "tts": TTS_ENV,
+        "llm": {
+            **LLM_LIMITS,
+            "CHORUS_LLM_BACKEND": "llama-cpp",
+            "CHORUS_LLM_MODEL": "gemma-3-270m",
+        },
+        "image": {
+            **IMAGE_LIMITS,
+            "CHORUS_IMAGE_BACKEND": "diffusers",
+            "CHORUS_IMAGE_MODEL": str(tiny_sd),
+        },
+        "gateway": {"CHORUS_GATEWAY_WORKERS": "1", "CHORUS_GATEWAY_THREADS": "8"},
     }
-    with running_envoy(models, logs, "turn") as envoy:
-        env = {"CHORUS_ORCH_ENVOY_ADDRESS": envoy.address}
-        with running("orchestrator", env, logs, "via-envoy") as orchestrator:
-            genv = gateway_env(orchestrator=orchestrator)
-            with running_gateway(genv, logs, "via-envoy", ready="/readyz") as gateway:
-                with requests.post(
-                    f"{gateway.url}/api/turns",
-                    json={"text": "Draw a lighthouse.", "image_mode": "on", "max_tokens": 30},
-                    stream=True,
-                    timeout=180,
-                ) as response:
-                    assert response.status_code == 200
-                    events = list(sse_events(response))
-        routed = {
-            kind: envoy.stat(f"cluster.{kind}.upstream_rq_completed")
-            for kind in ("tts", "llm", "image")
-        }
+    run_dir = logs / "launcher"  # the launcher's .run/, apart from the other Envoys' files
+    run_dir.mkdir()
+    processes = {
+        s.name: ServiceProcess(
+            s,
+            free_port(),
+            free_port() if s.metrics_port else 0,
+            env=env.get(s.name, {}),
+            log_path=run_dir / f"{s.name}.log",
+        )
+        for s in SERVICES
+    }
+    lines: list[str] = []
+    ports = (free_port(), free_port())
+    try:
+        with running_suite(processes, run_dir, ports, lines.append, timeout=180) as envoy:
+            assert envoy is not None
+            orchestrator, gateway = processes["orchestrator"], processes["gateway"]
+            assert orchestrator.env["CHORUS_ORCH_ENVOY_ADDRESS"] == envoy.address
+            assert gateway.env["CHORUS_GATEWAY_ENVOY_ADDRESS"] == envoy.address
+            for caller in (orchestrator, gateway):  # Envoy's address, and no other
+                assert not caller.env.keys() & set(caller.spec.address_env.values())
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert _health_through(envoy.address, "orchestrator") == serving
+            url = f"http://{gateway.address}"
+            ready = requests.get(f"{url}/readyz", timeout=10)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["orchestrator"] == "SERVING"
+            voices = requests.get(f"{url}/api/voices", timeout=30)
+            assert voices.status_code == 200, voices.text
+            with requests.post(
+                f"{url}/api/turns",
+                json={"text": "Draw a lighthouse.", "image_mode": "on", "max_tokens": 30},
+                stream=True,
+                timeout=180,
+            ) as response:
+                assert response.status_code == 200
+                events = list(sse_events(response))
+            routed = {
+                kind: envoy.stat(f"cluster.{kind}.upstream_rq_completed")
+                for kind in ("orchestrator", "tts", "llm", "image")
+            }
+    except BaseException:
+        for proc in processes.values():
+            if proc.log_path and proc.log_path.exists():
+                print(f"--- {proc.spec.name}", proc.log_path.read_text(errors="replace")[-3000:])
+        raise
+    assert [line.split()[0] for line in lines] == [
+        "stt",
+        "tts",
+        "llm",
+        "image",
+        "envoy",
+        "orchestrator",
+        "gateway",
+    ]
     kinds = [k for k, _ in events]
     assert "reply_final" in kinds and "audio_chunk" in kinds and "image_result" in kinds, kinds
     assert "error" not in kinds, events

@@ -32,7 +32,7 @@ from typing import Literal
 
 import jinja2
 
-from services.catalog import BY_NAME, ENVOY, SERVICES
+from services.catalog import BY_NAME, ENVOY, HEALTH_ROUTE_HEADER, SERVICES
 
 __all__ = [
     "Endpoint",
@@ -159,6 +159,7 @@ def render(endpoints: Mapping[str, Sequence[Endpoint]], options: Options | None 
         upstreams=upstreams,
         grpc_upstreams=[u for u in upstreams if u.protocol == "grpc"],
         http_upstreams=[u for u in upstreams if u.protocol == "http"],
+        health_header=HEALTH_ROUTE_HEADER,
         endpoints={name: list(eps) for name, eps in endpoints.items()},
     )
 
