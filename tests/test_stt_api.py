@@ -4,19 +4,20 @@ partials, the remote's errors mapped to statuses, retries, and the key kept out 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import numpy as np
 import pytest
 from chorus.v1 import common_pb2, stt_pb2
 
+from services.common.audio import decode_audio
 from services.launcher import free_port
+from services.stt.backends.openai_api import SAMPLE_RATE, UPLOAD_LIMIT_BYTES, _wav
 from tests.conftest import OPENAI_API_KEY, stt_openai_api_env, stt_stub
 from tests.support.services import running
 from tests.support.speech import espeak, word_overlap, words
 
 SENTENCE = "Please send the report to my office before noon tomorrow."
+GERMAN = "Wir fahren am Wochenende mit dem Zug nach München und besuchen unsere Freunde."
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,61 @@ def test_transcribes_through_the_api(stt_openai_api, openai_speech_server, speec
     assert word_overlap(SENTENCE, " ".join(words)) >= 0.8, words
 
 
-def test_detected_language_is_mapped_to_a_code(stt_openai_api, tmp_path: Path):
+@pytest.fixture(scope="module")
+def german(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """German speech whose language whisper-base (int8) names without doubt on any CPU: p(de)
+    0.85 to 0.92, at least 0.79 ahead of the next language, with every CTranslate2 kernel set
+    this machine can run (CT2_FORCE_CPU_ISA GENERIC, AVX, AVX2, AVX512 x CT2_USE_MKL 0, 1), on
+    the float samples and on 16-bit copies of them. "Guten Morgen, ich möchte heute einen Kaffee
+    trinken." sat on the German/English boundary (p(de) minus the runner-up from -0.05 to
+    +0.28 over those kernels; English won with MKL at AVX512), so its check measured the CPU."""
+    return espeak(GERMAN, "de", tmp_path_factory.mktemp("de") / "de.wav")
+
+
+def test_detected_language_is_mapped_to_a_code(stt_openai_api, german):
     """OpenAI names the detected language ("german"); Chorus answers with its code."""
-    audio = espeak(
-        "Guten Morgen, ich möchte heute einen Kaffee trinken.", "de", tmp_path / "de.wav"
-    )
-    r = stt_stub(stt_openai_api).Transcribe(stt_pb2.TranscribeRequest(audio=audio), timeout=120)
+    r = stt_stub(stt_openai_api).Transcribe(stt_pb2.TranscribeRequest(audio=german), timeout=120)
     assert r.language == "de"
     assert 0 < r.language_probability <= 1
+
+
+def test_the_upload_holds_exactly_the_samples_the_local_engine_gets(german):
+    """The hop to the remote is lossless: the WAV the backend uploads decodes, as a server
+    decodes it, to the very samples the servicer hands a local engine, bit for bit. (A 16-bit
+    copy, truncated, moved whisper-base's German detection from p 0.52 to 0.43, next to
+    English's 0.41.) Only audio too long for the upload limit as float goes as 16-bit PCM,
+    rounded to the nearest step."""
+    samples = decode_audio(german, sample_rate=SAMPLE_RATE, max_seconds=60)
+    assert np.any((samples != 0) & (np.abs(samples) < 0.5 / 32768))  # lost in 16 bits
+    upload = _wav(samples)
+    assert len(upload) <= UPLOAD_LIMIT_BYTES
+    sent = decode_audio(upload, sample_rate=SAMPLE_RATE, max_seconds=60)
+    assert sent.dtype == np.float32 and np.array_equal(sent, samples)
+
+    loud = np.concatenate([samples, np.array([1.5, -1.5, 0.4 / 32768, -0.6 / 32768], np.float32)])
+    pcm = _wav(loud, limit=len(upload) // 2 + 1024)
+    assert len(pcm) < len(upload) // 2 + 1024
+    quantized = decode_audio(pcm, sample_rate=SAMPLE_RATE, max_seconds=60)
+    inside = np.abs(loud) < 1
+    assert np.abs(quantized - loud)[inside].max() <= 0.5 / 32768
+    assert quantized[-4:].tolist() == [32767 / 32768, -1.0, 0.0, -1 / 32768]
+
+
+def test_remote_and_local_engines_detect_from_the_same_samples(
+    stt_openai_api, stt_faster_whisper, openai_speech_server, german
+):
+    """Through the services: the loopback server (whisper-base, as the local backend runs it)
+    decodes the upload to the samples the local service decodes, so both detect the same
+    language with the same probability, whatever this CPU's arithmetic makes of the clip."""
+    api = stt_stub(stt_openai_api).Transcribe(stt_pb2.TranscribeRequest(audio=german), timeout=120)
+    received = openai_speech_server.last_audio
+    expected = decode_audio(german, sample_rate=SAMPLE_RATE, max_seconds=60)
+    assert received is not None and np.array_equal(received, expected)
+    local = stt_stub(stt_faster_whisper).Transcribe(
+        stt_pb2.TranscribeRequest(audio=german), timeout=120
+    )
+    assert api.language == local.language == "de"
+    assert api.language_probability == pytest.approx(local.language_probability, abs=1e-4)
 
 
 def test_streaming_sends_final_segments_only(stt_openai_api, openai_speech_server, speech):

@@ -7,7 +7,10 @@ It speaks the real wire protocol, so the official ``openai`` client talks to it 
   ``timestamp_granularities[]=word``), language reported by name as OpenAI does ("german").
   Backed by faster-whisper with the offline weights, configured as the Chorus faster-whisper
   backend is (its ``EncoderReusingWhisperModel``, same beam size, no conditioning on previous
-  text, no VAD filter), so a comparison of the two backends measures the API hop alone.
+  text, no VAD filter), and the upload decoded as the STT service decodes its input (Chorus's
+  ``decode_audio``, float32, no 16-bit step), so a comparison of the two backends measures the
+  API hop alone. ``verbose_json`` adds ``language_probability``, as some compatible servers do;
+  ``last_audio`` holds the samples the last transcription request decoded to.
 - ``POST /v1/audio/speech``: JSON body; ``pcm`` (16-bit mono at 24 kHz, OpenAI's rate) or
   ``wav`` (Piper's native rate, sizes left open as streaming writers do), sent with chunked
   transfer encoding one sentence at a time. Backed by Piper with the offline voice.
@@ -46,6 +49,7 @@ from services.stt.languages import WHISPER_LANGUAGES
 log = logging.getLogger(__name__)
 
 PCM_RATE = 24_000  # what OpenAI's "pcm" format is
+MAX_UPLOAD_SECONDS = 4 * 3600.0
 DEFAULT_CACHE = Path.home() / ".cache" / "chorus" / "models"
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -91,6 +95,8 @@ class OpenAISpeechServer:
         self.tts_models = set(tts_models)
         self.hits: Counter[str] = Counter()
         """Requests seen, by path (rejected ones included)."""
+        self.last_audio: np.ndarray | None = None
+        """The samples (float32, 16 kHz) the last transcription request's file decoded to."""
         self._failures: list[tuple[int, int | None]] = []
         self._lock = threading.Lock()
         self._whisper = {
@@ -171,12 +177,16 @@ class OpenAISpeechServer:
         if language is not None and language not in WHISPER_LANGUAGES:
             raise ApiError(400, f"Language '{language}' is not supported", "language")
         temperature = float(_one(fields, "temperature", "0") or 0)
-        from faster_whisper.audio import decode_audio
+        from services.common.audio import decode_audio
+        from services.common.errors import ChorusError
 
+        # As the STT service decodes (float32): faster-whisper's own decode_audio goes through
+        # 16-bit samples, which alone moved whisper-base's p(de) of an espeak clip by 0.05.
         try:
-            audio = decode_audio(io.BytesIO(upload[0]), sampling_rate=16_000)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is the client's file
+            audio = decode_audio(upload[0], sample_rate=16_000, max_seconds=MAX_UPLOAD_SECONDS)
+        except ChorusError as exc:
             raise ApiError(400, f"The audio file could not be decoded: {exc}", "file") from exc
+        self.last_audio = audio
         # OpenAI raises a temperature of 0 on failed decodes, sampling at random; this server
         # decodes at exactly the temperature asked for, so the tests' answers are reproducible.
         segments, info = self._whisper[model_name].transcribe(
@@ -199,6 +209,7 @@ class OpenAISpeechServer:
             body = {
                 "task": task,
                 "language": WHISPER_LANGUAGES.get(info.language, info.language),
+                "language_probability": float(info.language_probability),
                 "duration": round(float(info.duration), 3),
                 "text": text,
                 "segments": [
