@@ -8,13 +8,14 @@ export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)
 PROTOS := $(wildcard protos/chorus/v1/*.proto)
 GEN_STAMP := gen/.stamp
 
-.PHONY: env system-deps protos run test bench lint clean help envoy-validate
+.PHONY: env system-deps protos run test bench lint lock clean help envoy-validate
 
 help:
 	@echo "make run    start the whole suite on 127.0.0.1 and print its addresses"
 	@echo "make test   run the test suite"
 	@echo "make bench  run the benchmarks (bench/)"
 	@echo "make lint   ruff"
+	@echo "make lock   re-resolve pyproject.toml into requirements/lock.txt (uv, with hashes)"
 	@echo "make envoy-validate  render deploy/envoy for local and container use; envoy --mode validate both"
 
 env: $(VENV)/.ready
@@ -53,6 +54,15 @@ lint: env
 envoy-validate: env
 	$(PY) -m deploy.envoy.render --mode local --validate
 	$(PY) -m deploy.envoy.render --mode container --validate
+
+# The one lock: every extra of pyproject.toml resolved together, hashes for every file, torch the
+# CPU build (found in WHEELS: /opt/wheels on these machines, or a folder holding torch 2.13.0+cpu).
+WHEELS ?= /opt/wheels
+lock: env
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
+		--override requirements/overrides.txt $(foreach d,$(WHEELS),--find-links $(d)) \
+		--python-version 3.11 --no-emit-find-links --no-emit-index-url \
+		--custom-compile-command "make lock" -o requirements/lock.txt
 
 clean:
 	rm -rf gen .pytest_cache

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the Chorus virtual environment at $1 from pyproject.toml and requirements/lock.txt.
+# Build the Chorus virtual environment at $1: every extra of pyproject.toml, installed from
+# requirements/lock.txt by scripts/install_deps.py (the same installer every image uses).
 # The .ready marker is written last: an interrupted install leaves a folder without it, which
 # the next run wipes and builds again instead of trusting.
 set -euo pipefail
@@ -13,32 +14,13 @@ flock 9
 [ -f "$venv/.ready" ] && exit 0
 
 python="${PYTHON:-python3}"
-tmp="$venv"
-rm -rf "$tmp"
+rm -rf "$venv"
 echo "==> building environment $venv (first run on this machine: several minutes)"
-"$python" -m venv "$tmp"
-pip=("$tmp/bin/python" -m pip --disable-pip-version-check)
-# /opt/wheels holds the CPU build of torch on these machines; torch==2.13.0 in the lock file
-# makes pip take it, and nothing may ever pull an unpinned (CUDA) torch.
-[ -d /opt/wheels ] && export PIP_FIND_LINKS=/opt/wheels
-"${pip[@]}" install -q --upgrade pip==26.3 wheel setuptools
-reqs="$tmp/requirements.txt"
-"$tmp/bin/python" - "$root/pyproject.toml" > "$reqs" <<'PY'
-import sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-deps = list(project["dependencies"])
-for extra in project.get("optional-dependencies", {}).values():
-    deps.extend(extra)
-print("\n".join(deps))
-PY
-"${pip[@]}" install -q -c "$root/requirements/lock.txt" -r "$reqs"
-nodeps="$("$tmp/bin/python" -c "import tomllib,sys; print(' '.join(tomllib.load(open(sys.argv[1],'rb'))['tool']['chorus']['no-deps']))" "$root/pyproject.toml")"
-"${pip[@]}" install -q --no-deps $nodeps
-for script in "$root"/scripts/install_*.sh; do
-    [ -e "$script" ] || continue
-    echo "==> $(basename "$script")"
-    bash "$script" "$tmp/bin/python" "$root/requirements/lock.txt"
-done
-"${pip[@]}" check || true
+"$python" -m venv "$venv"
+# /opt/wheels holds the CPU build of torch on these machines; elsewhere set CHORUS_WHEELS to a
+# folder holding torch-2.13.0+cpu (the lock pins its hash), e.g. from PyTorch's CPU index.
+links=()
+for dir in ${CHORUS_WHEELS:-/opt/wheels}; do links+=(--find-links "$dir"); done
+"$venv/bin/python" "$root/scripts/install_deps.py" "$venv" --all-extras "${links[@]}"
 touch "$venv/.ready"
 echo "==> environment ready: $venv"

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-INPUTS = ["pyproject.toml", "requirements/lock.txt", "scripts/bootstrap.sh"]
+INPUTS = [
+    "pyproject.toml",
+    "requirements/lock.txt",
+    "requirements/overrides.txt",
+    "scripts/bootstrap.sh",
+    "scripts/install_deps.py",
+]
 
 
 def env_hash() -> str:
@@ -19,8 +25,6 @@ def env_hash() -> str:
     for name in INPUTS:
         digest.update(name.encode())
         digest.update((ROOT / name).read_bytes())
-    for script in sorted((ROOT / "scripts").glob("install_*.sh")):
-        digest.update(script.read_bytes())
     return digest.hexdigest()[:16]
 
 
