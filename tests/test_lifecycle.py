@@ -16,6 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from services.catalog import BY_NAME
+from services.launcher import ServiceProcess, free_port
 from tests.conftest import stt_stub, tts_stub
 from tests.support.services import metric_value, running, scrape
 from tests.support.speech import espeak, wav_bytes
@@ -130,3 +132,32 @@ def test_sigterm_lets_in_flight_call_finish(logs: Path, speech: bytes):
             result = future.result()
         assert result.text.lower().count("moderate length") >= 6
         assert proc.process.wait(60) == 0
+
+
+def test_model_that_cannot_load_keeps_the_service_not_serving(logs: Path, tmp_path: Path):
+    """In a container the process stays up, NOT_SERVING, with the reason in its log (Compose and
+    Kubernetes show it unhealthy instead of a crash loop); a local process exits at once."""
+    missing = tmp_path / "missing-model"
+    env = {"CHORUS_STT_MODEL": str(missing), "CHORUS_STT_EXTRA_MODELS": "[]"}
+    spec = BY_NAME["stt"]
+    stays = ServiceProcess(
+        spec,
+        free_port(),
+        free_port(),
+        env={**env, "CHORUS_STT_EXIT_ON_LOAD_FAILURE": "false"},
+        log_path=logs / "stt-unloadable.log",
+    ).start()
+    try:
+        deadline = time.monotonic() + 60
+        while "cannot serve" not in stays.log_path.read_text(errors="replace"):
+            assert stays.process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert stays.health() == NOT_SERVING and stays.process.poll() is None
+        assert str(missing) in stays.log_path.read_text(errors="replace")
+    finally:
+        assert stays.stop() == 0
+    exits = ServiceProcess(
+        spec, free_port(), free_port(), env=env, log_path=logs / "stt-unloadable-exit.log"
+    ).start()
+    with pytest.raises(RuntimeError, match="exited with code"):
+        exits.wait_ready(60)

@@ -160,12 +160,21 @@ def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer
         warm = asyncio.create_task(server.warm_up())
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait({warm, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if warm.done():
-            warm.result()
+        if not warm.done():
+            warm.cancel()
+        elif warm.exception() is None:
             log.info("%s SERVING on %s:%d", name, settings.host, port)
             await stopper
+        elif settings.exit_on_load_failure:
+            warm.result()
         else:
-            warm.cancel()
+            log.error(
+                "%s cannot serve: its model did not load; health stays NOT_SERVING until it is "
+                "stopped",
+                name,
+                exc_info=warm.exception(),
+            )
+            await stopper
         log.info("%s draining (grace %.0f s)", name, settings.grace_seconds)
         await server.stop()
         shutdown_tracing()

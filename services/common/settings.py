@@ -35,6 +35,10 @@ class ServiceSettings(BaseSettings):
     """Serve the gRPC reflection service (grpcurl, grpcui)."""
     preload: bool = True
     """Load the default model at start, so SERVING means ready to answer."""
+    exit_on_load_failure: bool = False
+    """When the default model cannot load: False (containers) keeps the process up, NOT_SERVING,
+    with the reason in its log, so Compose and Kubernetes show it unhealthy instead of a crash
+    loop; True (``make run``) exits at once, so the launcher reports it."""
     idle_unload_seconds: float = Field(default=0.0, ge=0)
     """Unload a model unused for this long (0: never); it is reloaded on the next call."""
     cpu_threads: int = Field(default=0, ge=0, le=256)
