@@ -77,13 +77,13 @@ def main() -> int:
     api_port = free_port()
     base_url = f"http://127.0.0.1:{api_port}/v1"
     common = {"CHORUS_STT_BEAM_SIZE": str(BEAM_SIZE), "CHORUS_STT_EXTRA_MODELS": "[]"}
-    api_env = {"CHORUS_STT_BACKEND": "openai-api", "CHORUS_STT_API_BASE_URL": base_url}
+    api_env = {"CHORUS_STT_BACKEND": "openai-api", "CHORUS_STT_OPENAI_API__BASE_URL": base_url}
     tts_api_env = {
         "CHORUS_TTS_BACKEND": "openai-api",
-        "CHORUS_TTS_API_BASE_URL": base_url,
-        "CHORUS_TTS_API_VOICES": '["en_US-joe-medium"]',
-        "CHORUS_TTS_API_RESPONSE_FORMAT": "wav",
-        "CHORUS_TTS_API_SAMPLE_RATE_HZ": "22050",
+        "CHORUS_TTS_OPENAI_API__BASE_URL": base_url,
+        "CHORUS_TTS_OPENAI_API__VOICES": '["en_US-joe-medium"]',
+        "CHORUS_TTS_OPENAI_API__RESPONSE_FORMAT": "wav",
+        "CHORUS_TTS_OPENAI_API__SAMPLE_RATE_HZ": "22050",
     }
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)

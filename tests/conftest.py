@@ -10,6 +10,7 @@ import pytest
 from chorus.v1 import stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from services.launcher import ServiceProcess
+from tests.support.backends import each_backend
 from tests.support.openai_speech_server import OpenAISpeechServer
 from tests.support.services import running
 from tests.support.tiny_coqui import build_tiny_coqui_model
@@ -73,9 +74,9 @@ def stt_openai_api_env(server: OpenAISpeechServer, key_file: Path) -> dict[str, 
         **STT_LIMITS,
         "CHORUS_STT_BACKEND": "openai-api",
         "CHORUS_STT_MODEL": "whisper-base",
-        "CHORUS_STT_API_BASE_URL": server.base_url,
-        "CHORUS_STT_API_KEY_FILE": str(key_file),
-        "CHORUS_STT_API_MAX_RETRIES": "1",
+        "CHORUS_STT_OPENAI_API__BASE_URL": server.base_url,
+        "CHORUS_STT_OPENAI_API__KEY_FILE": str(key_file),
+        "CHORUS_STT_OPENAI_API__MAX_RETRIES": "1",
         "CHORUS_STT_MAX_WORKERS": "4",
         "CHORUS_STT_LOG_LEVEL": "DEBUG",  # the key must stay out of even the most verbose log
     }
@@ -92,11 +93,8 @@ def stt_openai_api(
         yield p
 
 
-@pytest.fixture(scope="session", params=["faster-whisper", "openai-whisper", "openai-api"])
-def stt_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    """Each STT backend in turn: contract tests must pass on all of them."""
-    name = "stt_" + request.param.replace("-", "_")
-    return request.getfixturevalue(name)
+stt_server = each_backend("stt")
+"""Each STT backend in turn (``stt_<backend>``): contract tests must pass on all of them."""
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +110,8 @@ def tts_coqui(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = {
         **TTS_LIMITS,
         "CHORUS_TTS_BACKEND": "coqui",
-        "CHORUS_TTS_COQUI_MODEL": str(model),
-        "CHORUS_TTS_COQUI_CONFIG": str(config),
+        "CHORUS_TTS_COQUI__MODEL": str(model),
+        "CHORUS_TTS_COQUI__CONFIG": str(config),
     }
     with running("tts", env, logs, "coqui") as p:
         yield p
@@ -129,13 +127,13 @@ def tts_openai_api_env(server: OpenAISpeechServer, **overrides: str) -> dict[str
     return {
         **TTS_LIMITS,
         "CHORUS_TTS_BACKEND": "openai-api",
-        "CHORUS_TTS_API_BASE_URL": server.base_url,
-        "CHORUS_TTS_API_KEY": OPENAI_API_KEY,
-        "CHORUS_TTS_API_MODEL": "tts-1",
-        "CHORUS_TTS_API_VOICES": '["en_US-joe-medium"]',
-        "CHORUS_TTS_API_RESPONSE_FORMAT": "wav",
-        "CHORUS_TTS_API_SAMPLE_RATE_HZ": "22050",
-        "CHORUS_TTS_API_MAX_RETRIES": "1",
+        "CHORUS_TTS_OPENAI_API__BASE_URL": server.base_url,
+        "CHORUS_TTS_OPENAI_API__KEY": OPENAI_API_KEY,
+        "CHORUS_TTS_OPENAI_API__MODEL": "tts-1",
+        "CHORUS_TTS_OPENAI_API__VOICES": '["en_US-joe-medium"]',
+        "CHORUS_TTS_OPENAI_API__RESPONSE_FORMAT": "wav",
+        "CHORUS_TTS_OPENAI_API__SAMPLE_RATE_HZ": "22050",
+        "CHORUS_TTS_OPENAI_API__MAX_RETRIES": "1",
         "CHORUS_TTS_MAX_WORKERS": "4",
         "CHORUS_TTS_LOG_LEVEL": "DEBUG",
         **overrides,
@@ -150,9 +148,8 @@ def tts_openai_api(
         yield p
 
 
-@pytest.fixture(scope="session", params=["piper", "coqui", "openai-api"])
-def tts_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    return request.getfixturevalue("tts_" + request.param.replace("-", "_"))
+tts_server = each_backend("tts")
+"""Each TTS backend in turn (``tts_<backend>``): contract tests must pass on all of them."""
 
 
 def stt_stub(proc: ServiceProcess) -> stt_pb2_grpc.SpeechToTextStub:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from deploy.envoy.render import Endpoint, Options, container_endpoints
 from services.catalog import BY_NAME, ENVOY, MODEL_KINDS, SERVICES, Service
@@ -57,11 +58,26 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def settings_vars(kind: str) -> set[str]:
-    """Env var names the settings class the catalog names for ``kind`` reads."""
+    """Env var names the settings class the catalog names for ``kind`` reads, nested sections
+    included (``CHORUS_TTS_PIPER__SPIN_WAIT``)."""
     module, _, cls = BY_NAME[kind].settings.partition(":")
     klass = getattr(importlib.import_module(module), cls)
     prefix = klass.model_config.get("env_prefix", "")
-    return {f"{prefix}{name.upper()}" for name in klass.model_fields}
+    return env_names(prefix, klass, klass.model_config.get("env_nested_delimiter") or "")
+
+
+def env_names(prefix: str, model: type[BaseModel], delimiter: str) -> set[str]:
+    """Each field of ``model`` as ``prefix`` + its name in upper case; with a nested-settings
+    ``delimiter``, a field that is itself a model also by each of its own fields, at any depth
+    (the whole section, as JSON, stays settable by its own name too)."""
+    names = set()
+    for name, field in model.model_fields.items():
+        var = f"{prefix}{name.upper()}"
+        names.add(var)
+        nested = field.annotation
+        if delimiter and isinstance(nested, type) and issubclass(nested, BaseModel):
+            names |= env_names(f"{var}{delimiter}", nested, delimiter)
+    return names
 
 
 def owner(var: str) -> Service | None:

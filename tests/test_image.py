@@ -23,6 +23,7 @@ from services.image.backends.base import Progress
 from services.image.servicer import throttle_progress
 from services.launcher import ServiceProcess
 from tests.conftest import IMAGE_LIMITS
+from tests.support.backends import each_backend
 from tests.support.hf_fake import VALID_TOKEN, FakeHfInference, fake_hf_inference
 from tests.support.llm_servers import IMAGE_SPEC, serving
 from tests.support.services import metric_value, scrape
@@ -47,22 +48,19 @@ def hf_env(api: FakeHfInference, token: str) -> dict[str, str]:
         "CHORUS_IMAGE_BACKEND": "hf-inference",
         "CHORUS_IMAGE_MODEL": "test-org/tiny-sd",
         "CHORUS_IMAGE_EXTRA_MODELS": json.dumps(["test-org/loading", "test-org/rate-limited"]),
-        "CHORUS_IMAGE_HF_ENDPOINT": api.url,
-        "CHORUS_IMAGE_HF_TOKEN": token,
+        "CHORUS_IMAGE_HF_INFERENCE__BASE_URL": api.url,
+        "CHORUS_IMAGE_HF_INFERENCE__KEY": token,
     }
 
 
 @pytest.fixture(scope="session")
-def image_hf(image_logs: Path, hf_api: FakeHfInference) -> Iterator[ServiceProcess]:
+def image_hf_inference(image_logs: Path, hf_api: FakeHfInference) -> Iterator[ServiceProcess]:
     with serving(IMAGE_SPEC, hf_env(hf_api, VALID_TOKEN), image_logs / "image-hf.log") as proc:
         yield proc
 
 
-@pytest.fixture(scope="session", params=["diffusers", "hf-inference"])
-def image_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    """Each backend in turn: the contract tests must pass on both."""
-    name = "image_diffusers" if request.param == "diffusers" else "image_hf"
-    return request.getfixturevalue(name)
+image_server = each_backend("image")
+"""Each backend in turn (``image_<backend>``): the contract tests must pass on all of them."""
 
 
 def stub(proc: ServiceProcess) -> image_pb2_grpc.ImageGenerationStub:
@@ -252,10 +250,10 @@ def test_cancel_stops_steps_and_full_queue_is_refused(image_diffusers):
     assert len(images) == 1
 
 
-def test_hf_request_carries_the_parameters(image_hf, hf_api):
+def test_hf_request_carries_the_parameters(image_hf_inference, hf_api):
     before = len(hf_api.requests)
     collect(
-        stub(image_hf).Generate(
+        stub(image_hf_inference).Generate(
             draw(
                 "a cat",
                 negative_prompt="dogs",
@@ -289,14 +287,16 @@ def test_hf_request_carries_the_parameters(image_hf, hf_api):
         ("test-org/rate-limited", grpc.StatusCode.RESOURCE_EXHAUSTED),
     ],
 )
-def test_hf_errors_map_to_status_codes(image_hf, model, code):
+def test_hf_errors_map_to_status_codes(image_hf_inference, model, code):
     with pytest.raises(grpc.RpcError) as error:
-        collect(stub(image_hf).Generate(draw(model=model), timeout=30))
+        collect(stub(image_hf_inference).Generate(draw(model=model), timeout=30))
     assert error.value.code() == code
-    assert image_hf.health() == health_pb2.HealthCheckResponse.SERVING
+    assert image_hf_inference.health() == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_hf_bad_token_is_unauthenticated_and_tokens_never_logged(image_hf, hf_api, image_logs):
+def test_hf_bad_token_is_unauthenticated_and_tokens_never_logged(
+    image_hf_inference, hf_api, image_logs
+):
     bad = "hf_wrongTokenForTheLoopbackTest987"
     log_path = image_logs / "image-hf-bad-token.log"
     with serving(IMAGE_SPEC, hf_env(hf_api, bad), log_path) as proc:

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 
 from services.launcher import ServiceProcess
 from tests.conftest import LLM_LIMITS
+from tests.support.backends import each_backend
 from tests.support.llm_servers import LLM_SPEC, gemma_gguf, llama_openai_server, serving
 
 API_KEY = "sk-loopback-test-key-0f3c9a7e51d24b8f"
@@ -49,20 +50,17 @@ def llm_openai(llm_logs: Path, openai_base_url: str) -> Iterator[ServiceProcess]
     env = {
         **LIMITS,
         "CHORUS_LLM_BACKEND": "openai",
-        "CHORUS_LLM_BASE_URL": openai_base_url,
+        "CHORUS_LLM_OPENAI__BASE_URL": openai_base_url,
         "CHORUS_LLM_MODEL": "gemma-3-270m",
-        "CHORUS_LLM_API_KEY": API_KEY,
+        "CHORUS_LLM_OPENAI__KEY": API_KEY,
         "CHORUS_LLM_STOP_SEQUENCES": json.dumps(["\n\n", "###"]),
     }
     with serving(LLM_SPEC, env, llm_logs / "llm-openai.log") as proc:
         yield proc
 
 
-@pytest.fixture(scope="session", params=["llama-cpp", "openai"])
-def llm_server(request: pytest.FixtureRequest) -> ServiceProcess:
-    """Each backend in turn: the contract tests must pass on both."""
-    name = "llm_llama_cpp" if request.param == "llama-cpp" else "llm_openai"
-    return request.getfixturevalue(name)
+llm_server = each_backend("llm")
+"""Each backend in turn (``llm_<backend>``): the contract tests must pass on all of them."""
 
 
 def stub(proc: ServiceProcess) -> llm_pb2_grpc.TextGenerationStub:
@@ -291,9 +289,9 @@ def test_openai_key_never_logged_and_bad_key_unauthenticated(llm_openai, openai_
     env = {
         **LIMITS,
         "CHORUS_LLM_BACKEND": "openai",
-        "CHORUS_LLM_BASE_URL": openai_base_url,
+        "CHORUS_LLM_OPENAI__BASE_URL": openai_base_url,
         "CHORUS_LLM_MODEL": "gemma-3-270m",
-        "CHORUS_LLM_API_KEY": "sk-wrong-key-5e1d",
+        "CHORUS_LLM_OPENAI__KEY": "sk-wrong-key-5e1d",
     }
     with serving(LLM_SPEC, env, llm_logs / "llm-openai-bad-key.log") as proc:
         with pytest.raises(grpc.RpcError) as error:
@@ -308,8 +306,8 @@ def test_openai_server_unreachable_is_unavailable(llm_logs):
     env = {
         **LIMITS,
         "CHORUS_LLM_BACKEND": "openai",
-        "CHORUS_LLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
-        "CHORUS_LLM_API_KEY": API_KEY,
+        "CHORUS_LLM_OPENAI__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "CHORUS_LLM_OPENAI__KEY": API_KEY,
     }
     with serving(LLM_SPEC, env, llm_logs / "llm-openai-down.log") as proc:
         with pytest.raises(grpc.RpcError) as error:

@@ -193,7 +193,7 @@ def test_connection_refused_is_unavailable(logs, openai_speech_server, speech, t
     key_file.write_text(OPENAI_API_KEY)
     env = {
         **stt_openai_api_env(openai_speech_server, key_file),
-        "CHORUS_STT_API_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        "CHORUS_STT_OPENAI_API__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
     }
     with running("stt", env, logs, "api-refused") as proc:
         err = _error(stt_stub(proc), _request(speech))

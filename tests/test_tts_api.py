@@ -26,9 +26,9 @@ def tts_pcm(logs, openai_speech_server) -> Iterator[ServiceProcess]:
     """OpenAI's defaults: raw PCM at 24 kHz, the key from the environment."""
     env = tts_openai_api_env(
         openai_speech_server,
-        CHORUS_TTS_API_RESPONSE_FORMAT="pcm",
-        CHORUS_TTS_API_SAMPLE_RATE_HZ="24000",
-        CHORUS_TTS_API_VOICES='["en_US-joe-medium", "alloy"]',
+        CHORUS_TTS_OPENAI_API__RESPONSE_FORMAT="pcm",
+        CHORUS_TTS_OPENAI_API__SAMPLE_RATE_HZ="24000",
+        CHORUS_TTS_OPENAI_API__VOICES='["en_US-joe-medium", "alloy"]',
     )
     with running("tts", env, logs, "api-pcm") as proc:
         yield proc
@@ -114,7 +114,7 @@ def test_remote_errors(tts_pcm, openai_speech_server, status, code):
 
 def test_connection_refused_is_unavailable(logs, openai_speech_server):
     env = tts_openai_api_env(
-        openai_speech_server, CHORUS_TTS_API_BASE_URL=f"http://127.0.0.1:{free_port()}/v1"
+        openai_speech_server, CHORUS_TTS_OPENAI_API__BASE_URL=f"http://127.0.0.1:{free_port()}/v1"
     )
     with running("tts", env, logs, "api-refused") as proc:
         for call in _both(tts_stub(proc)):

@@ -21,7 +21,7 @@ def test_defaults_one_thread_per_core_and_no_spinning():
 
 def test_settings_reach_the_session(monkeypatch):
     monkeypatch.setenv("CHORUS_TTS_CPU_THREADS", "1")
-    monkeypatch.setenv("CHORUS_TTS_SPIN_WAIT", "true")
+    monkeypatch.setenv("CHORUS_TTS_PIPER__SPIN_WAIT", "true")
     options = session_options(TtsSettings())
     assert options.intra_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -22,7 +22,7 @@ from services.common.interceptor import ServiceInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import serve_metrics
 from services.common.models import ModelManager
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings, ServerSettings
 from services.common.tracing import configure_tracing, shutdown_tracing
 from services.common.workers import WorkerPool
 
@@ -44,7 +44,7 @@ class ChorusServer:
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings: ServerSettings,
         services: Sequence[ServiceDefinition],
         warm_up: Callable[[], Awaitable[None]] | None = None,
         close: Callable[[], Awaitable[None]] | None = None,
@@ -108,7 +108,10 @@ class ChorusServer:
 
 
 def models_and_workers(
-    settings: ServiceSettings, loaders: dict[str, Callable[[], M]], default: str, name: str
+    settings: ModelServiceSettings,
+    loaders: dict[str, Callable[[], M]],
+    default: str,
+    name: str,
 ) -> tuple[ModelManager[M], WorkerPool]:
     """A model service's worker pool and model manager, wired so that models load on the
     worker threads that will run them (one OpenMP thread team per process; see models.py)."""
@@ -123,7 +126,7 @@ def models_and_workers(
 
 
 def model_server(
-    settings: ServiceSettings,
+    settings: ModelServiceSettings,
     service: ServiceDefinition,
     models: ModelManager[object],
     pools: Sequence[WorkerPool],
@@ -144,7 +147,7 @@ def model_server(
     return ChorusServer(settings, [service], warm_up=warm_up, close=close)
 
 
-def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer]) -> None:
+def serve(name: str, settings: ServerSettings, build: Callable[[], ChorusServer]) -> None:
     """Entrypoint of a service process: log, start, warm up, run until SIGTERM/SIGINT, drain."""
     configure_logging(settings.log_level, settings.log_json, service=name)
     configure_tracing(name, settings.otlp_endpoint, settings.trace_file)
@@ -165,7 +168,7 @@ def serve(name: str, settings: ServiceSettings, build: Callable[[], ChorusServer
         elif warm.exception() is None:
             log.info("%s SERVING on %s:%d", name, settings.host, port)
             await stopper
-        elif settings.exit_on_load_failure:
+        elif not isinstance(settings, ModelServiceSettings) or settings.exit_on_load_failure:
             warm.result()
         else:
             log.error(

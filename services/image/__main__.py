@@ -9,7 +9,7 @@ from services.common.server import (
     models_and_workers,
     serve,
 )
-from services.image.backends import describe, loader_for
+from services.image.backends import BACKENDS
 from services.image.servicer import ImageGenerationServicer
 from services.image.settings import ImageSettings
 
@@ -19,11 +19,11 @@ SERVICE_NAME = image_pb2.DESCRIPTOR.services_by_name["ImageGeneration"].full_nam
 def build_server(settings: ImageSettings) -> ChorusServer:
     models, workers = models_and_workers(
         settings,
-        {model: loader_for(settings, model) for model in settings.all_models()},
+        {model: BACKENDS.loader(settings, model) for model in settings.all_models()},
         settings.model,
         "image",
     )
-    descriptions = {model: describe(settings, model) for model in settings.all_models()}
+    descriptions = {model: BACKENDS.describe(settings, model) for model in settings.all_models()}
     servicer = ImageGenerationServicer(settings, models, workers, descriptions)
 
     return model_server(

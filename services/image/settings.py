@@ -1,23 +1,33 @@
 """Image service settings, read from ``CHORUS_IMAGE_*`` environment variables."""
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings
+from services.image.backends import BACKENDS
 
 _CATALOG = BY_NAME["image"]
 
+# ``backend`` (a diffusers pipeline in-process, or the Hugging Face hosted inference API;
+# checked against the registry) and one section per backend with knobs, e.g.
+# CHORUS_IMAGE_DIFFUSERS__DTYPE: see BACKENDS in services/image/backends/__init__.py.
+if TYPE_CHECKING:
 
-class ImageSettings(ServiceSettings):
+    class _Base(ModelServiceSettings):
+        backend: str
+
+else:
+    _Base = BACKENDS.settings_base(ModelServiceSettings, default="diffusers")
+
+
+class ImageSettings(_Base):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)
-    backend: Literal["diffusers", "hf-inference"] = "diffusers"
-    """Engine: a diffusers pipeline in-process, or the Hugging Face hosted inference API."""
     model: str = "tiny-random-sd"
     """Default model. diffusers: a folder written by ``save_pretrained`` or a hub id such as
     ``stabilityai/sd-turbo`` or ``stabilityai/stable-diffusion-xl-base-1.0`` (downloaded once
@@ -29,25 +39,8 @@ class ImageSettings(ServiceSettings):
     cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
     """Where the offline ``tiny-random-sd`` pipeline is written once."""
 
-    # diffusers
     device: str = "cpu"
-    """torch device: cpu, cuda, cuda:1, mps."""
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    """Weights' dtype. float16 halves memory on CUDA/MPS; CPUs want float32 (or bfloat16)."""
-    variant: str | None = None
-    """Weights variant to load, e.g. ``fp16`` for repositories that ship one."""
-
-    # hf-inference
-    hf_endpoint: str = "https://router.huggingface.co/hf-inference"
-    """API root; requests go to ``{hf_endpoint}/models/{model}``. A dedicated Inference Endpoint
-    URL also works (set ``hf_endpoint_is_model_url``)."""
-    hf_endpoint_is_model_url: bool = False
-    """Post to ``hf_endpoint`` itself (an Inference Endpoint serving one model)."""
-    hf_token: SecretStr | None = None
-    """Hugging Face token. Never logged. Or put it in ``hf_token_file``."""
-    hf_token_file: Path | None = None
-    """A file holding the token (a mounted secret), read when ``hf_token`` is unset."""
-    hf_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """diffusers' torch device: cpu, cuda, cuda:1, mps."""
 
     # request defaults and limits
     default_width: int = Field(default=512, ge=8, le=8192)
@@ -77,11 +70,3 @@ class ImageSettings(ServiceSettings):
 
     def all_models(self) -> list[str]:
         return list(dict.fromkeys([self.model, *self.extra_models]))
-
-    def resolved_hf_token(self) -> SecretStr | None:
-        """The token from ``hf_token`` or ``hf_token_file`` (stripped), still wrapped."""
-        if self.hf_token is not None:
-            return self.hf_token
-        if self.hf_token_file is not None:
-            return SecretStr(self.hf_token_file.read_text().strip())
-        return None

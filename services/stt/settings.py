@@ -1,24 +1,32 @@
 """STT service settings, read from ``CHORUS_STT_*`` environment variables."""
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings
+from services.stt.backends import BACKENDS
 
 _CATALOG = BY_NAME["stt"]
 
+# ``backend`` (checked against the registry) and one section per backend with knobs, e.g.
+# CHORUS_STT_FASTER_WHISPER__COMPUTE_TYPE: see BACKENDS in services/stt/backends/__init__.py.
+if TYPE_CHECKING:
 
-class SttSettings(ServiceSettings):
+    class _Base(ModelServiceSettings):
+        backend: str
+
+else:
+    _Base = BACKENDS.settings_base(ModelServiceSettings, default="faster-whisper")
+
+
+class SttSettings(_Base):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)
-    backend: Literal["faster-whisper", "openai-whisper", "openai-api"] = "faster-whisper"
-    """Engine that runs the model; ``openai-api`` sends the audio to an OpenAI-compatible
-    transcription API (``api_base_url``) instead of running a model here."""
     model: str = "whisper-base"
     """Default model. faster-whisper: an offline id (whisper-base, whisper-tiny.en), a hub id
     such as large-v3 (needs the network once), or a CTranslate2 folder. openai-whisper: a
@@ -29,31 +37,17 @@ class SttSettings(ServiceSettings):
     Unset: whisper-tiny.en for faster-whisper (the fast option), none for the others."""
     device: str = "cpu"
     """cpu, cuda (faster-whisper and openai-whisper), or auto."""
-    compute_type: str = "int8"
-    """faster-whisper quantization: int8 on CPU, float16 or int8_float16 on GPU."""
     beam_size: int = Field(default=5, ge=1, le=10)
     cache_dir: Path = Path.home() / ".cache" / "chorus" / "models"
     """Where split offline weights are joined once."""
-
-    api_base_url: str = "https://api.openai.com/v1"
-    """openai-api: base URL of the OpenAI-compatible API (the part before ``/audio/...``)."""
-    api_key: SecretStr | None = None
-    """openai-api: the API key. Never logged; prefer ``api_key_file`` in deployments."""
-    api_key_file: Path | None = None
-    """openai-api: a file holding the API key (a mounted secret); read at start, stripped."""
-    api_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
-    """openai-api: limit on one remote request, connecting included."""
-    api_max_retries: int = Field(default=2, ge=0, le=10)
-    """openai-api: retries, with backoff, of a request that failed to connect or got 408, 409,
-    429 or 5xx (safe: transcription has no side effects); other errors are never retried."""
-    api_languages: list[str] | None = None
-    """openai-api: ISO 639-1 codes the remote model accepts. Unset: Whisper's languages."""
 
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Largest upload accepted by Transcribe (OpenAI's limit)."""
     max_audio_seconds: float = Field(default=600.0, gt=0, le=4 * 3600)
     """Longest audio accepted, by Transcribe and per StreamingTranscribe call."""
     max_prompt_chars: int = Field(default=1000, ge=0, le=100_000)
+    max_streams: int = Field(default=16, ge=1, le=10_000)
+    """Streaming calls open at once."""
     max_decodes: int = Field(default=4, ge=1, le=64)
     """Audio files decoded at once (decoding runs beside, not inside, the model workers)."""
 

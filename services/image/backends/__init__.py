@@ -1,59 +1,107 @@
-"""Image generation backends, picked by ``CHORUS_IMAGE_BACKEND``."""
+"""Image generation backends: the registry ``BACKENDS``, picked by ``CHORUS_IMAGE_BACKEND``.
+
+A backend is a module here implementing ``ImageGenerationBackend`` (``base.py``), plus, below,
+its settings section (if it has knobs: ``CHORUS_IMAGE_<NAME>__<FIELD>``), a loader that imports
+the module lazily (a replica imports only the engine it runs: torch is not needed for the
+hosted API), what ListModels says of a model before it is loaded, and one line in
+``BACKENDS``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from pydantic import BaseModel, Field
+
+from services.common.registry import Backend, Factory, Registry
+from services.common.settings import ApiSettings
 from services.image.backends.base import ImageGenerationBackend
-from services.image.settings import ImageSettings
+
+if TYPE_CHECKING:
+    from services.image.settings import ImageSettings
+
+__all__ = [
+    "BACKENDS",
+    "OFFLINE_MODEL",
+    "DiffusersSettings",
+    "HfInferenceSettings",
+]
 
 OFFLINE_MODEL = "tiny-random-sd"
 
 
-def loader_for(settings: ImageSettings, model: str) -> Callable[[], ImageGenerationBackend]:
-    """A function that loads ``model`` with the configured backend (imports stay lazy so a
-    replica only imports the engine it runs: torch is not needed for the hosted API)."""
-    if settings.backend == "diffusers":
+class DiffusersSettings(BaseModel):
+    """``CHORUS_IMAGE_DIFFUSERS__*``: a diffusers pipeline in-process."""
 
-        def load_diffusers() -> ImageGenerationBackend:
-            from services.image.backends.diffusers_local import DiffusersBackend
-            from services.image.tiny import tiny_pipeline_folder
-
-            source = (
-                str(tiny_pipeline_folder(Path(settings.cache_dir)))
-                if model == OFFLINE_MODEL
-                else model
-            )
-            return DiffusersBackend(
-                model,
-                source,
-                settings.device,
-                settings.dtype,
-                settings.variant,
-                settings.cpu_threads,
-            )
-
-        return load_diffusers
-
-    def load_hf_inference() -> ImageGenerationBackend:
-        from services.image.backends.hf_inference import HfInferenceBackend
-
-        return HfInferenceBackend(
-            model,
-            settings.hf_endpoint,
-            settings.hf_endpoint_is_model_url,
-            settings.resolved_hf_token(),
-            settings.hf_timeout_seconds,
-        )
-
-    return load_hf_inference
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Weights' dtype. float16 halves memory on CUDA/MPS; CPUs want float32 (or bfloat16)."""
+    variant: str | None = None
+    """Weights variant to load, e.g. ``fp16`` for repositories that ship one."""
 
 
-def describe(settings: ImageSettings, model: str) -> str:
-    """What ListModels says about a model before it is loaded."""
-    if settings.backend == "diffusers" and model == OFFLINE_MODEL:
+class HfInferenceSettings(ApiSettings):
+    """``CHORUS_IMAGE_HF_INFERENCE__*``: the Hugging Face hosted inference API. Without a key
+    the hub library looks one up itself (``HF_TOKEN``, or the token of ``hf auth login``)."""
+
+    base_url: str = "https://router.huggingface.co/hf-inference"
+    """API root; requests go to ``{base_url}/models/{model}``. A dedicated Inference Endpoint
+    URL also works (set ``endpoint_is_model_url``)."""
+    endpoint_is_model_url: bool = False
+    """Post to ``base_url`` itself (an Inference Endpoint serving one model)."""
+    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    max_retries: int = Field(default=0, ge=0, le=0)
+    """Always 0: the hub client does not retry (the caller, or Envoy, decides)."""
+
+
+def _load_diffusers(
+    settings: ImageSettings, options: DiffusersSettings, model: str
+) -> ImageGenerationBackend:
+    from services.image.backends.diffusers_local import DiffusersBackend
+    from services.image.tiny import tiny_pipeline_folder
+
+    source = (
+        str(tiny_pipeline_folder(Path(settings.cache_dir))) if model == OFFLINE_MODEL else model
+    )
+    return DiffusersBackend(
+        model, source, settings.device, options.dtype, options.variant, settings.cpu_threads
+    )
+
+
+def _describe_diffusers(settings: ImageSettings, options: DiffusersSettings, model: str) -> str:
+    if model == OFFLINE_MODEL:
         return "tiny random-weight Stable Diffusion (offline; draws noise, proves the path)"
-    if settings.backend == "diffusers":
-        return f"diffusers pipeline {model} on {settings.device} ({settings.dtype})"
+    return f"diffusers pipeline {model} on {settings.device} ({options.dtype})"
+
+
+def _load_hf_inference(
+    settings: ImageSettings, options: HfInferenceSettings, model: str
+) -> ImageGenerationBackend:
+    from services.image.backends.hf_inference import HfInferenceBackend
+
+    return HfInferenceBackend(
+        model,
+        options.base_url,
+        options.endpoint_is_model_url,
+        options.api_key(),
+        options.timeout_seconds,
+    )
+
+
+def _describe_hf_inference(
+    settings: ImageSettings, options: HfInferenceSettings, model: str
+) -> str:
     return f"{model} on the Hugging Face inference API"
+
+
+BACKENDS: Registry[Factory[ImageGenerationBackend]] = Registry(
+    "image",
+    [
+        Backend("diffusers", Factory(_load_diffusers, _describe_diffusers), DiffusersSettings),
+        Backend(
+            "hf-inference",
+            Factory(_load_hf_inference, _describe_hf_inference),
+            HfInferenceSettings,
+        ),
+    ],
+)

@@ -1,51 +1,100 @@
-"""Text generation backends, picked by ``CHORUS_LLM_BACKEND``."""
+"""Text generation backends: the registry ``BACKENDS``, picked by ``CHORUS_LLM_BACKEND``.
+
+A backend is a module here implementing ``TextGenerationBackend`` (``base.py``), plus, below,
+its settings section (if it has knobs: ``CHORUS_LLM_<NAME>__<FIELD>``), a loader that imports
+the module lazily (a replica imports only the engine it runs), what ListModels says of a model
+before it is loaded, and one line in ``BACKENDS``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, Field
+
+from services.common.registry import Backend, Factory, Registry
+from services.common.settings import ApiSettings
 from services.llm.backends.base import TextGenerationBackend
-from services.llm.settings import LlmSettings
+
+if TYPE_CHECKING:
+    from services.llm.settings import LlmSettings
+
+__all__ = [
+    "BACKENDS",
+    "LlamaCppSettings",
+    "OpenAISettings",
+]
 
 
-def loader_for(settings: LlmSettings, model: str) -> Callable[[], TextGenerationBackend]:
-    """A function that loads ``model`` with the configured backend (imports stay lazy so a
-    replica only imports the engine it runs)."""
-    if settings.backend == "llama-cpp":
+class LlamaCppSettings(BaseModel):
+    """``CHORUS_LLM_LLAMA_CPP__*``: llama.cpp in-process."""
 
-        def load_llama_cpp() -> TextGenerationBackend:
-            from services.llm.backends.llama_cpp_local import LlamaCppBackend
-            from services.llm.weights import resolve_gguf
-
-            return LlamaCppBackend(
-                model,
-                resolve_gguf(model, Path(settings.cache_dir)),
-                chat_format=settings.chat_format,
-                context_tokens=settings.context_tokens,
-                threads=settings.cpu_threads,
-                gpu_layers=settings.gpu_layers,
-            )
-
-        return load_llama_cpp
-
-    def load_openai() -> TextGenerationBackend:
-        from services.llm.backends.openai_compat import OpenAICompatibleBackend
-
-        return OpenAICompatibleBackend(
-            model,
-            settings.base_url,
-            settings.resolved_api_key(),
-            settings.request_timeout_seconds,
-        )
-
-    return load_openai
+    chat_format: str = ""
+    """How a conversation becomes a prompt. Empty: the GGUF's own chat template, or
+    ``transcript`` when it has none (the offline Gemma base model has none). ``transcript``: a
+    plain "User:/Assistant:" dialogue that base (not instruction-tuned) models continue well.
+    Any other value names a llama-cpp chat format, e.g. ``gemma``, ``chatml``, ``llama-3``."""
+    context_tokens: int = Field(default=2048, ge=128, le=1_048_576)
+    """Context window (prompt plus reply) the model is loaded with."""
+    gpu_layers: int = Field(default=0, ge=-1)
+    """Layers offloaded to a GPU when llama-cpp was built with one (-1: all)."""
 
 
-def describe(settings: LlmSettings, model: str) -> str:
-    """What ListModels says about a model before it is loaded."""
+class OpenAISettings(ApiSettings):
+    """``CHORUS_LLM_OPENAI__*``: any OpenAI-compatible chat completions server."""
+
+    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """Longest the server may take to answer (a stream may run longer)."""
+    max_retries: int = Field(default=0, ge=0, le=10)
+    """0 by default: the caller (or Envoy) decides about retries, not a hidden loop (a
+    generation is not free to repeat)."""
+
+
+def _load_llama_cpp(
+    settings: LlmSettings, options: LlamaCppSettings, model: str
+) -> TextGenerationBackend:
+    from services.llm.backends.llama_cpp_local import LlamaCppBackend
+    from services.llm.weights import resolve_gguf
+
+    return LlamaCppBackend(
+        model,
+        resolve_gguf(model, Path(settings.cache_dir)),
+        chat_format=options.chat_format,
+        context_tokens=options.context_tokens,
+        threads=settings.cpu_threads,
+        gpu_layers=options.gpu_layers,
+    )
+
+
+def _describe_llama_cpp(settings: LlmSettings, options: LlamaCppSettings, model: str) -> str:
     from services.llm.weights import OFFLINE_DESCRIPTIONS
 
-    if settings.backend == "llama-cpp":
-        return OFFLINE_DESCRIPTIONS.get(model, f"GGUF file {model} (llama.cpp)")
-    return f"{model} on the OpenAI-compatible server at {settings.base_url}"
+    return OFFLINE_DESCRIPTIONS.get(model, f"GGUF file {model} (llama.cpp)")
+
+
+def _load_openai(
+    settings: LlmSettings, options: OpenAISettings, model: str
+) -> TextGenerationBackend:
+    from services.llm.backends.openai_compat import OpenAICompatibleBackend
+
+    return OpenAICompatibleBackend(
+        model,
+        options.base_url,
+        options.api_key(),
+        options.timeout_seconds,
+        options.max_retries,
+    )
+
+
+def _describe_openai(settings: LlmSettings, options: OpenAISettings, model: str) -> str:
+    return f"{model} on the OpenAI-compatible server at {options.base_url}"
+
+
+BACKENDS: Registry[Factory[TextGenerationBackend]] = Registry(
+    "llm",
+    [
+        Backend("llama-cpp", Factory(_load_llama_cpp, _describe_llama_cpp), LlamaCppSettings),
+        Backend("openai", Factory(_load_openai, _describe_openai), OpenAISettings),
+    ],
+)

@@ -29,6 +29,7 @@ class OpenAICompatibleBackend:
         base_url: str,
         api_key: SecretStr | None,
         timeout_seconds: float,
+        max_retries: int = 0,
     ) -> None:
         self.model_id = model_id
         self.description = f"{model_id} on the OpenAI-compatible server at {base_url}"
@@ -38,7 +39,7 @@ class OpenAICompatibleBackend:
             # Local servers need no key, but the client insists on one.
             api_key=self._secret or "unused",
             timeout=timeout_seconds,
-            max_retries=0,  # the caller (or Envoy) decides about retries, not a hidden loop
+            max_retries=max_retries,  # 0 by default: the caller (or Envoy) decides
         )
         log.info("openai backend: model %s at %s", model_id, base_url)
 

@@ -1,56 +1,81 @@
-"""Speech-to-text backends, picked by ``CHORUS_STT_BACKEND``."""
+"""Speech-to-text backends: the registry ``BACKENDS``, picked by ``CHORUS_STT_BACKEND``.
+
+A backend is a module here implementing ``SpeechToTextBackend`` (``base.py``), plus, below, its
+settings section (if it has knobs: ``CHORUS_STT_<NAME>__<FIELD>``), a loader that imports the
+module lazily (a replica imports only the engine it runs) and one line in ``BACKENDS``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
+from services.common.registry import Backend, Factory, Registry
+from services.common.settings import ApiSettings
 from services.stt.backends.base import SpeechToTextBackend
-from services.stt.settings import SttSettings
+
+if TYPE_CHECKING:
+    from services.stt.settings import SttSettings
+
+__all__ = ["BACKENDS", "FasterWhisperSettings", "OpenAIApiSettings"]
 
 
-def loader_for(settings: SttSettings, model: str) -> Callable[[], SpeechToTextBackend]:
-    """A function that loads ``model`` with the configured backend (imports stay lazy so a
-    replica only imports the engine it runs)."""
-    if settings.backend == "faster-whisper":
+class FasterWhisperSettings(BaseModel):
+    """``CHORUS_STT_FASTER_WHISPER__*``."""
 
-        def load_faster_whisper() -> SpeechToTextBackend:
-            from services.stt.backends.faster_whisper import FasterWhisperBackend
-            from services.stt.weights import resolve_faster_whisper_model
-
-            path = resolve_faster_whisper_model(model, Path(settings.cache_dir))
-            return FasterWhisperBackend(
-                model, path, settings.device, settings.compute_type, settings.cpu_threads
-            )
-
-        return load_faster_whisper
-
-    if settings.backend == "openai-api":
-
-        def load_openai_api() -> SpeechToTextBackend:
-            from services.stt.backends.openai_api import OpenAIApiBackend
-
-            return OpenAIApiBackend(
-                model,
-                settings.api_base_url,
-                api_key(settings),
-                timeout=settings.api_timeout_seconds,
-                max_retries=settings.api_max_retries,
-                languages=settings.api_languages,
-            )
-
-        return load_openai_api
-
-    def load_openai_whisper() -> SpeechToTextBackend:
-        from services.stt.backends.openai_whisper import OpenAIWhisperBackend
-
-        return OpenAIWhisperBackend(model, device=settings.device)
-
-    return load_openai_whisper
+    compute_type: str = "int8"
+    """Quantization: int8 on CPU, float16 or int8_float16 on GPU."""
 
 
-def api_key(settings: SttSettings) -> str | None:
-    """The openai-api key: from ``api_key_file`` (a mounted secret) if set, else ``api_key``."""
-    if settings.api_key_file is not None:
-        return Path(settings.api_key_file).read_text().strip() or None
-    return settings.api_key.get_secret_value() if settings.api_key is not None else None
+class OpenAIApiSettings(ApiSettings):
+    """``CHORUS_STT_OPENAI_API__*``: an OpenAI-compatible transcription API (the base URL is
+    the part before ``/audio/...``). Retrying is safe: transcription has no side effects."""
+
+    languages: list[str] | None = None
+    """ISO 639-1 codes the remote model accepts. Unset: Whisper's languages."""
+
+
+def _faster_whisper(
+    settings: SttSettings, options: FasterWhisperSettings, model: str
+) -> SpeechToTextBackend:
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
+    from services.stt.weights import resolve_faster_whisper_model
+
+    path = resolve_faster_whisper_model(model, Path(settings.cache_dir))
+    return FasterWhisperBackend(
+        model, path, settings.device, options.compute_type, settings.cpu_threads
+    )
+
+
+def _openai_whisper(settings: SttSettings, options: None, model: str) -> SpeechToTextBackend:
+    from services.stt.backends.openai_whisper import OpenAIWhisperBackend
+
+    return OpenAIWhisperBackend(model, device=settings.device)
+
+
+def _openai_api(
+    settings: SttSettings, options: OpenAIApiSettings, model: str
+) -> SpeechToTextBackend:
+    from services.stt.backends.openai_api import OpenAIApiBackend
+
+    key = options.api_key()
+    return OpenAIApiBackend(
+        model,
+        options.base_url,
+        key.get_secret_value() if key is not None else None,
+        timeout=options.timeout_seconds,
+        max_retries=options.max_retries,
+        languages=options.languages,
+    )
+
+
+BACKENDS: Registry[Factory[SpeechToTextBackend]] = Registry(
+    "stt",
+    [
+        Backend("faster-whisper", Factory(_faster_whisper), FasterWhisperSettings),
+        Backend("openai-whisper", Factory(_openai_whisper)),
+        Backend("openai-api", Factory(_openai_api), OpenAIApiSettings),
+    ],
+)
