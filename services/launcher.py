@@ -70,7 +70,7 @@ class ServiceProcess:
         if self.spec.metrics_port is not None:
             env[self.spec.env("metrics_port")] = str(self.metrics_port)
         # A local process whose model cannot load exits, so `make run` and the tests say so at
-        # once (containers keep it up and unhealthy instead; see ServiceSettings).
+        # once (containers keep it up and unhealthy instead; see ModelServiceSettings).
         env.setdefault(self.spec.env("exit_on_load_failure"), "true")
         env.update(self.env)
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
