@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 from chorus.v1 import stt_pb2
+
+from services.common.audio import wav_header
 
 
 def _timestamp(seconds: float, decimal: str) -> str:
@@ -32,19 +33,10 @@ def vtt(segments: Iterable[stt_pb2.Segment]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def streaming_wav_header(sample_rate: int, channels: int = 1) -> bytes:
-    """A RIFF/WAVE header for 16-bit PCM of unknown length (sizes 0xFFFFFFFF), as OpenAI's
-    streamed ``wav`` does: players read until the stream ends."""
-    byte_rate = sample_rate * channels * 2
-    return (
-        b"RIFF"
-        + struct.pack("<I", 0xFFFFFFFF)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, byte_rate, channels * 2, 16)
-        + b"data"
-        + struct.pack("<I", 0xFFFFFFFF)
-    )
+def streaming_wav_header(sample_rate: int) -> bytes:
+    """A WAV header for 16-bit PCM of unknown length, as OpenAI's streamed ``wav`` starts:
+    players read until the stream ends. Written by the suite's one WAV writer."""
+    return wav_header(sample_rate)
 
 
 def strip_id3v2(mp3: bytes) -> bytes:

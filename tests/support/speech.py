@@ -11,6 +11,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+# The services' one WAV writer, re-exported for the tests and benches that import it from here.
+from services.common.audio import wav_bytes as wav_bytes
+
 
 def espeak(text: str, voice: str, path: Path) -> bytes:
     """Speak ``text`` with espeak-ng (Debian package) into a WAV file and return its bytes."""
@@ -33,19 +36,6 @@ def speech_bounds(samples: np.ndarray, rate: int) -> tuple[int, int]:
         padded, VadOptions(min_silence_duration_ms=250, speech_pad_ms=0)
     )
     return int(stretches[0]["start"] * rate / 16_000), int(stretches[-1]["end"] * rate / 16_000)
-
-
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    """Mono int16 (or float in [-1, 1]) samples as a WAV file."""
-    if samples.dtype != np.int16:
-        samples = np.clip(samples * 32767, -32768, 32767).astype(np.int16)
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return buf.getvalue()
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:

@@ -17,16 +17,14 @@ in a message or a log line; a remote that echoes it back has it redacted.
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
-import wave
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import openai
 
+from services.common.audio import wav_bytes, wav_header
 from services.common.openai_errors import remote_error
 from services.stt.backends.base import Segment, TranscribeOptions, Transcription, Word
 from services.stt.languages import WHISPER_LANGUAGES, language_code
@@ -163,27 +161,5 @@ def _transcription(result: Any, options: TranscribeOptions, duration: float) -> 
 def _wav(audio: np.ndarray, limit: int = UPLOAD_LIMIT_BYTES) -> bytes:
     """``audio`` as a mono WAV at ``SAMPLE_RATE``: 32-bit float, exactly these samples, when it
     fits in ``limit`` bytes; else 16-bit PCM rounded to the nearest step (half the size)."""
-    samples = np.ascontiguousarray(audio, dtype="<f4")
-    if 58 + samples.nbytes <= limit:
-        return _float_wav(samples)
-    pcm = np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return buffer.getvalue()
-
-
-def _float_wav(samples: np.ndarray) -> bytes:
-    """A WAVE_FORMAT_IEEE_FLOAT file (the stdlib ``wave`` writes integer PCM only): an 18-byte
-    ``fmt`` chunk and the ``fact`` chunk that non-PCM formats carry, then the samples."""
-    data = samples.tobytes()
-    fmt = struct.pack("<HHIIHHH", 3, 1, SAMPLE_RATE, SAMPLE_RATE * 4, 4, 32, 0)
-    fact = struct.pack("<I", len(samples))
-    chunks = b"".join(
-        name + struct.pack("<I", len(body)) + body
-        for name, body in ((b"fmt ", fmt), (b"fact", fact), (b"data", data))
-    )
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+    as_float = len(wav_header(SAMPLE_RATE, 0, float32=True)) + 4 * audio.size <= limit
+    return wav_bytes(audio.astype(np.float32, copy=False), SAMPLE_RATE, float32=as_float)

@@ -21,6 +21,8 @@ import threading
 
 import numpy as np
 
+from services.common.audio import float_to_pcm16
+
 from .base import VoiceInfo
 
 
@@ -106,5 +108,4 @@ class CoquiBackend:
             finally:
                 if isinstance(self._base_length_scale, (int, float)):
                     model.length_scale = self._base_length_scale
-        samples = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-        return (samples * 32767.0).astype(np.int16), self._sample_rate
+        return float_to_pcm16(np.asarray(wav).reshape(-1)), self._sample_rate

@@ -18,7 +18,7 @@ import httpx2
 import numpy as np
 import openai
 
-from services.common.audio import resample
+from services.common.audio import resample_pcm16
 from services.common.errors import Unavailable
 from services.common.openai_errors import remote_error
 from services.tts.backends.base import VoiceInfo
@@ -100,10 +100,7 @@ class OpenAIApiBackend:
             raise remote_error(exc, self._secret, "speech API") from None
         except httpx2.TransportError as exc:  # the body broke off while streaming in
             raise Unavailable(f"the speech API's answer broke off: {type(exc).__name__}") from None
-        if rate != self._rate and samples.size:
-            as_float = resample(samples.astype(np.float32) / 32768.0, rate, self._rate)
-            samples = np.clip(as_float * 32768.0, -32768, 32767).astype(np.int16)
-        return samples, self._rate
+        return resample_pcm16(samples, rate, self._rate), self._rate
 
 
 def _pcm16(data: bytes) -> np.ndarray:
@@ -133,7 +130,8 @@ def _read_wav_stream(chunks: Iterator[bytes]) -> tuple[np.ndarray, int]:
                 samples = _pcm16(rest)
                 if channels > 1:
                     usable = len(samples) - len(samples) % channels
-                    samples = samples[:usable].reshape(-1, channels).mean(axis=1).astype(np.int16)
+                    samples = np.rint(samples[:usable].reshape(-1, channels).mean(axis=1))
+                    samples = samples.astype(np.int16)
                 return samples, rate
             if position + 8 + size > len(buffer):
                 break  # the rest of this header chunk has not arrived yet
