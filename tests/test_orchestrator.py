@@ -20,7 +20,9 @@ from chorus.v1 import (
 from chorus.v1 import (
     orchestrator_pb2 as pb,
 )
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
 from PIL import Image
 
 from services.launcher import ServiceProcess
@@ -428,7 +430,6 @@ def test_bad_input(orchestrator):
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "history",
         ),
-        (text_turn("hi", voice="nobody"), grpc.StatusCode.NOT_FOUND, "unknown voice"),
         (text_turn("   "), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
         (
             [
@@ -451,3 +452,30 @@ def test_bad_input(orchestrator):
             timeout=60,
         )
     )
+
+
+def test_unknown_voice_is_named_by_the_speech_service(orchestrator, tts_piper):
+    """No voice list is fetched per turn: the speech service's own NOT_FOUND ends the turn, and
+    the field it names reaches the caller as the turn's field, ``config.voice``."""
+    list_voices = "/chorus.v1.TextToSpeech/ListVoices"
+    before = metric_value(scrape(tts_piper), "chorus_grpc_requests_total", method=list_voices)
+    received: list[pb.TurnEvent] = []
+    with pytest.raises(grpc.RpcError) as err:
+        for event in stub(orchestrator).Converse(
+            iter(text_turn(QUESTION, voice="nobody", options=pb.TurnOptions(max_tokens=30))),
+            timeout=120,
+        ):
+            received.append(event)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "text-to-speech" in err.value.details() and "unknown voice" in err.value.details()
+    status = rpc_status.from_call(err.value)
+    assert status is not None
+    (detail,) = status.details
+    bad = error_details_pb2.BadRequest()
+    assert detail.Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["config.voice"]
+    (error,) = [e.error for e in received if e.HasField("error")]
+    assert error.stage == pb.STAGE_SPEECH and error.fatal and error.code == "NOT_FOUND"
+    assert "audio_chunk" not in kinds(received)
+    after = metric_value(scrape(tts_piper), "chorus_grpc_requests_total", method=list_voices)
+    assert after == before

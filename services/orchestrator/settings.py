@@ -5,11 +5,15 @@ from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
 from services.common.settings import ServerSettings
+from services.orchestrator.limits import TurnLimits
 
 _CATALOG = BY_NAME["orchestrator"]
 
 
-class OrchestratorSettings(ServerSettings):
+class OrchestratorSettings(ServerSettings, TurnLimits):
+    """The orchestrator's knobs; its turn limits (text, history) come from ``TurnLimits``,
+    the one definition the gateway reads too."""
+
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)
@@ -32,10 +36,6 @@ class OrchestratorSettings(ServerSettings):
     """Default reply length in tokens."""
     max_turns: int = Field(default=64, ge=1, le=100_000)
     """Turns handled at once by this replica; more get RESOURCE_EXHAUSTED."""
-    max_history_messages: int = Field(default=64, ge=0, le=10_000)
-    max_history_chars: int = Field(default=32_000, ge=0)
-    max_text_chars: int = Field(default=4000, ge=1)
-    """Longest typed input (and longest transcript passed on)."""
     max_audio_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     """Most audio bytes one turn may send."""
     max_audio_seconds: float = Field(default=300.0, gt=0)
