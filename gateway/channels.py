@@ -9,7 +9,6 @@ gateway calls, and which setting holds each address, comes from ``services/catal
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from grpc_health.v1 import health_pb2_grpc
 
 from gateway.settings import GatewaySettings
 from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER
-from services.common.clients import service_config
+from services.common.clients import open_sync_channel
 
 GATEWAY = BY_NAME["gateway"]
 GRPC_NAMES = {d.service: BY_NAME[d.service].grpc_service for d in GATEWAY.dependencies}
@@ -47,26 +46,6 @@ class Stubs:
     tts: tts_pb2_grpc.TextToSpeechStub
     llm: llm_pb2_grpc.TextGenerationStub
     image: image_pb2_grpc.ImageGenerationStub
-
-
-def open_sync_channel(address: str, services: list[str], settings: GatewaySettings) -> grpc.Channel:
-    """An insecure channel with the suite's retry policy (UNAVAILABLE, exponential backoff)."""
-    config = json.loads(service_config(services, max(settings.max_attempts, 2)))
-    if settings.max_attempts < 2:  # one try: gRPC refuses a retry policy of fewer than 2 attempts
-        for method in config["methodConfig"]:
-            method.pop("retryPolicy")
-    return grpc.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", json.dumps(config)),
-            ("grpc.enable_retries", int(settings.max_attempts >= 2)),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ],
-    )
 
 
 class Channels:
@@ -97,16 +76,13 @@ class Channels:
         s = self._settings
         envoy = getattr(s, GATEWAY.envoy_setting)
         if envoy:
-            shared = open_sync_channel(envoy, list(GRPC_NAMES.values()), s)
-            self._channels.append(shared)
+            shared = self._channel(envoy, list(GRPC_NAMES.values()))
             by_name = dict.fromkeys(GRPC_NAMES, shared)
         else:
-            by_name = {}
-            for dependency in GATEWAY.dependencies:
-                address = getattr(s, dependency.setting)
-                channel = open_sync_channel(address, [GRPC_NAMES[dependency.service]], s)
-                self._channels.append(channel)
-                by_name[dependency.service] = channel
+            by_name = {
+                d.service: self._channel(getattr(s, d.setting), [GRPC_NAMES[d.service]])
+                for d in GATEWAY.dependencies
+            }
         return Stubs(
             orchestrator=orchestrator_pb2_grpc.OrchestratorStub(by_name["orchestrator"]),
             orchestrator_health=health_pb2_grpc.HealthStub(by_name["orchestrator"]),
@@ -115,6 +91,14 @@ class Channels:
             llm=llm_pb2_grpc.TextGenerationStub(by_name["llm"]),
             image=image_pb2_grpc.ImageGenerationStub(by_name["image"]),
         )
+
+    def _channel(self, address: str, services: list[str]) -> grpc.Channel:
+        """A channel with the suite's options (``services.common.clients``), remembered so
+        ``close`` closes it."""
+        s = self._settings
+        channel = open_sync_channel(address, services, s.max_message_bytes, s.max_attempts)
+        self._channels.append(channel)
+        return channel
 
     def close(self) -> None:
         with self._lock:
