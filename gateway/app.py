@@ -1,32 +1,40 @@
 """The Flask application: ``create_app(settings)`` wires settings, channels, routes and errors.
 
 No model code and no business logic live here: each route validates the HTTP input, makes one
-gRPC call on the orchestrator or a model service, and translates the answer back.
+gRPC call on the orchestrator or a model service, and translates the answer back. Routes find
+the settings and stubs through ``gateway.context``, never through this module, so the
+blueprints are imported here at the top and nothing imports back.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from gateway import health, openai, turns
+from gateway.auth import bearer_token, is_public, key_matches, unauthorized
 from gateway.channels import Channels
+from gateway.context import install
 from gateway.errors import ApiError
+from gateway.openapi import TEXT, document, documented
 from gateway.settings import GatewaySettings
 from services.common.logs import request_id
+
+__all__ = ["BLUEPRINTS", "FRONTEND_DIR", "create_app"]
 
 log = logging.getLogger(__name__)
 
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
+BLUEPRINTS = (health.blueprint, turns.blueprint, openai.blueprint)
+"""Every group of routes; a new one is registered here (and documented with ``documented``)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_PUBLIC = ("/healthz", "/readyz", "/openapi.json", "/api/interface")
 
 
 def create_app(settings: GatewaySettings | None = None, channels: Channels | None = None) -> Flask:
@@ -37,60 +45,28 @@ def create_app(settings: GatewaySettings | None = None, channels: Channels | Non
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
-        JSON_SORT_KEYS=False,
     )
-    app.extensions["chorus"] = {
-        "settings": settings,
-        "channels": channels or Channels(settings),
-    }
-
-    from gateway import health, openai_api, turns  # noqa: PLC0415 - routes need the app first
-
-    app.register_blueprint(health.blueprint)
-    app.register_blueprint(turns.blueprint)
-    app.register_blueprint(openai_api.blueprint)
+    install(app, settings, channels or Channels(settings))
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     _register_hooks(app, settings)
     _register_frontend(app)
+    document(app)  # made before the first request (spectree's first generation takes ~50 ms)
     return app
 
 
-def settings_of() -> GatewaySettings:
-    from flask import current_app  # noqa: PLC0415
-
-    return current_app.extensions["chorus"]["settings"]
-
-
-def stubs_of():
-    from flask import current_app  # noqa: PLC0415
-
-    return current_app.extensions["chorus"]["channels"].stubs()
-
-
-def metadata() -> tuple[tuple[str, str], ...]:
-    """gRPC metadata of a downstream call: the request id, so a turn is one id in every log."""
-    return (("x-request-id", request_id.get()),)
-
-
 def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
-    key = settings.api_key.get_secret_value().encode() if settings.api_key else None
-
     @app.before_request
-    def _start() -> Response | None:
+    def _start() -> None:
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request_id.set(rid)
         g.request_id = rid
         g.started = time.perf_counter()
-        if key is None or request.method == "OPTIONS" or request.path.startswith(_PUBLIC):
-            return None
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        # Constant-time comparison; the key and the header are never logged.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
-            raise ApiError(
-                401, "missing or invalid API key (Authorization: Bearer <key>)", "invalid_api_key"
-            )
-        return None
+        if request.method == "OPTIONS" or is_public(request.path):
+            return
+        if not key_matches(settings, bearer_token(request.headers.get("Authorization", ""))):
+            raise unauthorized()
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -129,18 +105,44 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
         return jsonify(ApiError(500, "internal error in the gateway", "internal").body()), 500
 
 
+_PAGE = {200: (None, "The file")}
+_PAGE_MEDIA = {200: dict.fromkeys(("text/html", "text/javascript", "text/css"), TEXT)}
+_TO_INTERFACE = {302: (None, "To /api/interface/")}
+
+
 def _register_frontend(app: Flask) -> None:
     @app.get("/")
+    @documented("openRoot", tag="browser", responses=_TO_INTERFACE)
+    def _root() -> ResponseReturnValue:
+        """The browser interface's address
+
+        Outside the public paths: with an API key configured, it answers 401 like any other.
+        """
+        return redirect("/api/interface/", code=302)
+
     @app.get("/api/interface")
-    def _to_interface() -> Any:
+    @documented("openInterface", tag="browser", responses=_TO_INTERFACE, public=True)
+    def _to_interface() -> ResponseReturnValue:
+        """The browser interface's address"""
         return redirect("/api/interface/", code=302)
 
     @app.get("/api/interface/")
+    @documented("getInterface", tag="browser", responses=_PAGE, media=_PAGE_MEDIA, public=True)
     def _index() -> Response:
+        """The browser interface"""
         return _static("index.html")
 
     @app.get("/api/interface/<path:name>")
+    @documented(
+        "getInterfaceFile",
+        tag="browser",
+        responses=_PAGE,
+        media=_PAGE_MEDIA,
+        errors=(404,),
+        public=True,
+    )
     def _static(name: str) -> Response:
+        """A file of the browser interface"""
         response = send_from_directory(FRONTEND_DIR, name, max_age=0)
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data: blob:; media-src 'self' data: blob:; "

@@ -8,11 +8,14 @@ by a service (a gRPC status, with a ``google.rpc.BadRequest`` naming the field),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from gateway.responses import ErrorDetail, ErrorResponse
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -34,6 +37,12 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 """The single mapping from gRPC status codes to HTTP status codes (Google's API mapping)."""
+
+SERVICE_ERRORS: tuple[int, ...] = tuple(
+    sorted(set(HTTP_STATUS.values()) & {s.value for s in HTTPStatus if s >= 400})
+)
+"""Every status a failed gRPC call can become, for the document (499, a client that left, is
+not a standard status and never reaches that client)."""
 
 _ERROR_TYPES: dict[int, str] = {
     401: "authentication_error",
@@ -60,14 +69,11 @@ class ApiError(Exception):
     param: str | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": error_type(self.status),
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+        """The JSON body: ``ErrorResponse``, the shape ``/openapi.json`` gives every error."""
+        detail = ErrorDetail(
+            message=self.message, type=error_type(self.status), param=self.param, code=self.code
+        )
+        return ErrorResponse(error=detail).body()
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_argument") -> ApiError:

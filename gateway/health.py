@@ -1,15 +1,18 @@
-"""Liveness, readiness and the OpenAPI document."""
+"""Liveness, readiness and the OpenAPI document: the routes that need no API key."""
 
 from __future__ import annotations
 
 import grpc
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from grpc_health.v1 import health_pb2
 
-from gateway.app import metadata, settings_of, stubs_of
 from gateway.channels import HEALTH_METADATA
-from gateway.openapi import document
+from gateway.context import call_options, settings_of, stubs_of
+from gateway.openapi import document, documented
+from gateway.responses import Readiness, Status
 from services.catalog import BY_NAME
+
+__all__ = ["ORCHESTRATOR", "blueprint"]
 
 # The orchestrator's own service: SERVING there is what its readiness probe and Envoy check too.
 ORCHESTRATOR = BY_NAME["orchestrator"].grpc_service
@@ -18,34 +21,53 @@ blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
+@documented("healthz", tag="health", responses={200: Status}, public=True)
 def healthz() -> Response:
-    """The process answers HTTP (liveness); says nothing about the services behind it."""
-    return jsonify({"status": "ok"})
+    """Liveness
+
+    The process answers HTTP; says nothing about the services behind it.
+    """
+    return jsonify(Status(status="ok").body())
 
 
 @blueprint.get("/readyz")
+@documented(
+    "readyz",
+    tag="health",
+    responses={200: Readiness, 503: (Readiness, "Not ready")},
+    public=True,
+)
 def readyz() -> tuple[Response, int]:
-    """Ready when the orchestrator answers its health check with SERVING.
+    """Ready when the orchestrator is SERVING
 
-    The check names the orchestrator twice: in the request (which service's health) and in
-    ``HEALTH_METADATA`` (so an Envoy in between, which cannot read the request, routes it there).
+    The check names the orchestrator twice: in the request (which service's health) and in the
+    metadata (so an Envoy in between, which cannot read the request, routes it there).
     """
     try:
         answer = stubs_of().orchestrator_health.Check(
             health_pb2.HealthCheckRequest(service=ORCHESTRATOR),
-            timeout=settings_of().ready_timeout,
-            metadata=metadata() + HEALTH_METADATA,
+            **call_options(settings_of().ready_timeout, *HEALTH_METADATA),
         )
     except grpc.RpcError as error:
         detail = error.code().name if isinstance(error, grpc.Call) else "UNKNOWN"
-        return jsonify({"status": "unavailable", "orchestrator": detail}), 503
+        return jsonify(Readiness(status="unavailable", orchestrator=detail).body()), 503
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     ready = answer.status == health_pb2.HealthCheckResponse.SERVING
-    return jsonify({"status": "ready" if ready else "unavailable", "orchestrator": name}), (
-        200 if ready else 503
-    )
+    readiness = Readiness(status="ready" if ready else "unavailable", orchestrator=name)
+    return jsonify(readiness.body()), (200 if ready else 503)
 
 
 @blueprint.get("/openapi.json")
+@documented(
+    "openapi",
+    tag="health",
+    responses={200: (None, "This document (OpenAPI 3.1)")},
+    media={200: {"application/json": {"type": "object"}}},
+    public=True,
+)
 def openapi() -> Response:
-    return jsonify(document())
+    """The OpenAPI document
+
+    Made by spectree from the routes and the pydantic models (gateway/openapi.py).
+    """
+    return jsonify(document(current_app))

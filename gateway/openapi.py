@@ -1,359 +1,224 @@
-"""The OpenAPI 3.1 document of the HTTP API, served at ``/openapi.json``.
+"""The OpenAPI 3.1 document of the HTTP API, made by spectree from the routes and the models.
 
-Request schemas come from the pydantic models that validate the requests (schemas.py), so the
-document cannot promise what the code refuses; paths and responses are written out here.
+Each route says what it takes and returns with ``@documented(...)``, right under its
+``@blueprint.get``/``post``: the model it validates its input with (``schemas.py``), the models
+its answers are built from (``responses.py``), the media types spectree has no words for
+(Server-Sent Events, audio, text), and the errors it answers, all in ``ErrorResponse``'s shape.
+spectree walks the app's URL map and writes the document. A route without ``@documented`` is
+left out of it (strict mode), and tests/test_gateway.py fails on such a route: the document
+keeps up with the code because it is made from it.
+
+spectree documents here and validates nothing: handlers keep their own validation (OpenAI's 400
+error naming the field, where spectree would answer 422 in pydantic's shape), and answers pass
+through untouched (spectree reads a response's whole body to validate it, which would buffer
+every stream until its end).
 """
 
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+import copy
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any, TypeVar
 
-from pydantic.json_schema import models_json_schema
+from flask import Flask
+from pydantic import BaseModel
+from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree, Tag
+from spectree.models import SecureType
+from spectree.plugins.flask_plugin import FlaskPlugin
+from spectree.utils import get_model_key, parse_code
 
-from gateway.schemas import (
-    ChatCompletionRequest,
-    ImageRequest,
-    SpeechRequest,
-    TextTurnRequest,
-    TranscriptionForm,
-    TurnOptions,
-)
+from gateway.context import state_of
+from gateway.responses import ErrorResponse
 
-_REF = "#/components/schemas/{model}"
+__all__ = ["BINARY", "TEXT", "document", "documented", "spec"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+MediaSchema = type[BaseModel] | dict[str, Any]
+"""A model (its schema goes to the components and is referenced) or a literal JSON schema."""
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+TEXT: dict[str, Any] = {"type": "string"}
 
+_ERROR_WORDS: dict[int, str] = {
+    400: "Invalid input; error.param names the field at fault",
+    401: "Missing or wrong API key (when the gateway has one)",
+    403: "The service refused the request",
+    404: "Unknown model or voice",
+    409: "Conflict or aborted in the service",
+    413: "The body is larger than the upload limit",
+    429: "Over a limit, or the service is busy",
+    500: "Internal error",
+    501: "Not implemented by the backend",
+    502: "The service returned no output",
+    503: "A service is unavailable",
+    504: "Deadline exceeded",
+}
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*codes: int) -> dict[str, Any]:
-    words = {
-        400: "Invalid input",
-        401: "Missing or wrong API key",
-        404: "Unknown model or voice",
-        413: "Request body too large",
-        429: "Over a limit, or the service is busy",
-        501: "Not implemented by the backend",
-        503: "A service is unavailable",
-        504: "Deadline exceeded",
-    }
-    return {str(c): _json(_ref("Error"), words.get(c, "Error")) for c in codes}
-
-
-_COMMON = (400, 401, 413, 429, 503, 504)
-
-_OBJECTS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "code"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-            }
-        },
-    },
-    "Transcription": {
-        "type": "object",
-        "required": ["text"],
-        "properties": {
-            "text": {"type": "string"},
-            "task": {"type": "string"},
-            "language": {"type": "string"},
-            "duration": {"type": "number"},
-            "segments": {"type": "array", "items": {"type": "object"}},
-            "words": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "ImagesResponse": {
-        "type": "object",
-        "required": ["created", "data"],
-        "properties": {
-            "created": {"type": "integer"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "b64_json": {"type": "string"},
-                        "url": {"type": "string"},
-                        "revised_prompt": {"type": "string"},
-                        "seed": {"type": "integer"},
-                    },
-                },
-            },
-        },
-    },
-    "ChatCompletion": {
-        "type": "object",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"const": "chat.completion"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": {"type": "object"},
-        },
-    },
-    "ModelList": {
-        "type": "object",
-        "required": ["object", "data"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "object", "owned_by"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "object": {"const": "model"},
-                        "created": {"type": "integer"},
-                        "owned_by": {"type": "string"},
-                    },
-                },
-            },
-        },
-    },
-    "VoiceList": {
-        "type": "object",
-        "required": ["voices"],
-        "properties": {"voices": {"type": "array", "items": {"type": "object"}}},
-    },
-    "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+_TAGS: dict[str, Tag] = {
+    tag.name: tag
+    for tag in (
+        Tag(name="health", description="Probes and this document (no API key)."),
+        Tag(name="browser", description="The browser interface and its conversational turns."),
+        Tag(name="audio", description="OpenAI-compatible speech to text and text to speech."),
+        Tag(name="images", description="OpenAI-compatible image generation."),
+        Tag(name="chat", description="OpenAI-compatible chat completions."),
+        Tag(name="models", description="OpenAI-compatible model list."),
+    )
 }
 
 
-def _multipart(file_field: str, form: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    properties = {file_field: {"type": "string", "format": "binary"}, **form}
-    return {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {"type": "object", "required": required, "properties": properties}
-            }
-        },
-    }
+class _DocumentOnly(FlaskPlugin):
+    """spectree's Flask plugin minus the validation: see the module docstring for why."""
+
+    def validate(
+        self,
+        func: Callable[..., Any],
+        query: Any,
+        json: Any,
+        form: Any,
+        headers: Any,
+        cookies: Any,
+        resp: Any,
+        before: Any,
+        after: Any,
+        validation_error_status: int,
+        skip_validation: bool,
+        force_resp_serialize: bool,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        return func(*args, **kwargs)
 
 
-def _json_body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+class _Responses(Response):
+    """spectree's ``Response`` plus more media types per status: spectree writes each model as
+    ``application/json`` only, and this API also streams events, audio and text."""
 
+    def __init__(self, media: Mapping[str, Mapping[str, MediaSchema]], **code_models: Any) -> None:
+        super().__init__(**code_models)
+        self._media = media
 
-@cache
-def document() -> dict[str, Any]:
-    _, generated = models_json_schema(
-        [
-            (m, "validation")
-            for m in (
-                TextTurnRequest,
-                TurnOptions,
-                SpeechRequest,
-                ImageRequest,
-                ChatCompletionRequest,
-                TranscriptionForm,
+    @property
+    def models(self) -> Iterable[Any]:
+        """The JSON models and the models of the other media types, so spectree adds all of
+        them to the document's components."""
+        extra = [s for types in self._media.values() for s in types.values() if isinstance(s, type)]
+        return [*super().models, *extra]
+
+    def generate_spec(
+        self, naming_strategy: Callable[[Any], str] = get_model_key
+    ) -> dict[str, Any]:
+        responses = super().generate_spec(naming_strategy)
+        for code, types in self._media.items():
+            entry = responses.setdefault(
+                parse_code(code), {"description": self.get_code_description(code)}
             )
-        ],
-        ref_template=_REF,
-    )
-    schemas = {**generated.get("$defs", {}), **_OBJECTS}
-    transcription_form = dict(schemas["TranscriptionForm"]["properties"])
-    translation_form = {
-        k: v
-        for k, v in transcription_form.items()
-        if k not in ("language", "timestamp_granularities")
-    }
-    transcription_responses = {
-        "200": {
-            "description": "The transcript (json/verbose_json) or subtitles/text (srt, vtt, text)",
-            "content": {
-                "application/json": {"schema": _ref("Transcription")},
-                "text/plain": {"schema": {"type": "string"}},
-                "text/vtt": {"schema": {"type": "string"}},
-            },
-        },
-        **_errors(*_COMMON, 404),
-    }
-    audio = {"schema": {"type": "string", "format": "binary"}}
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Chorus gateway",
-            "version": "1.0.0",
-            "description": (
-                "HTTP front of the Chorus gRPC services: conversational turns as Server-Sent "
-                "Events for the browser, and OpenAI-compatible endpoints. Errors use OpenAI's "
-                "shape; gRPC status codes map to HTTP (INVALID_ARGUMENT 400, UNAUTHENTICATED "
-                "401, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, "
-                "DEADLINE_EXCEEDED 504)."
+            content = entry.setdefault("content", {})
+            for mime, schema in types.items():
+                content[mime] = {
+                    "schema": {"$ref": f"#/components/schemas/{naming_strategy(schema)}"}
+                    if isinstance(schema, type)
+                    else schema
+                }
+        return dict(sorted(responses.items()))
+
+
+spec = SpecTree(
+    "flask",
+    backend=_DocumentOnly,
+    mode="strict",
+    annotations=False,
+    title="Chorus gateway",
+    version="1.0.0",
+    description=(
+        "HTTP front of the Chorus gRPC services: conversational turns as Server-Sent Events for "
+        "the browser, and OpenAI-compatible endpoints. Every error has OpenAI's shape "
+        "(ErrorResponse); gRPC status codes map to HTTP (INVALID_ARGUMENT 400, UNAUTHENTICATED "
+        "401, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504)."
+    ),
+    servers=[{"url": "/"}],
+    security_schemes=[
+        SecurityScheme(
+            name="bearer",
+            data=SecuritySchemeData(
+                type=SecureType.HTTP,
+                scheme="bearer",
+                description="The gateway's API key (CHORUS_GATEWAY_API_KEY), when it has one.",
             ),
-        },
-        "servers": [{"url": "/"}],
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}, {}],
-        "paths": {
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness",
-                    "security": [],
-                    "responses": {"200": _json(_ref("Status"))},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Ready when the orchestrator is SERVING",
-                    "security": [],
-                    "responses": {
-                        "200": _json(_ref("Status")),
-                        "503": _json(_ref("Status"), "Not ready"),
-                    },
-                }
-            },
-            "/api/turns": {
-                "post": {
-                    "operationId": "createTurn",
-                    "summary": "One conversational turn, streamed as Server-Sent Events",
-                    "description": (
-                        "Text as JSON, or speech as multipart (`audio`: WebM/Opus, WAV, ...; "
-                        "`options`: TurnOptions as JSON). Events: transcript_partial, "
-                        "transcript_final, reply_delta, reply_final, image_progress, image_result "
-                        "(png base64), audio_chunk (audio base64: one playable file per sentence), "
-                        "turn_timings, error, done. Closing the connection cancels the turn."
-                    ),
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": _ref("TextTurnRequest")},
-                            "multipart/form-data": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["audio"],
-                                    "properties": {
-                                        "audio": {"type": "string", "format": "binary"},
-                                        "options": {
-                                            "type": "string",
-                                            "description": "TurnOptions as JSON",
-                                        },
-                                    },
-                                }
-                            },
-                        },
-                    },
-                    "responses": {
-                        "200": {
-                            "description": "The turn's events",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        },
-                        **_errors(*_COMMON, 404),
-                    },
-                }
-            },
-            "/api/config": {
-                "get": {
-                    "operationId": "getConfig",
-                    "summary": "Limits the browser applies before sending",
-                    "responses": {"200": _json({"type": "object"}), **_errors(401)},
-                }
-            },
-            "/api/voices": {
-                "get": {
-                    "operationId": "listVoices",
-                    "summary": "Voices of the TTS service",
-                    "parameters": [
-                        {
-                            "name": "language",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "maxLength": 35},
-                        }
-                    ],
-                    "responses": {"200": _json(_ref("VoiceList")), **_errors(*_COMMON)},
-                }
-            },
-            "/v1/audio/transcriptions": {
-                "post": {
-                    "operationId": "createTranscription",
-                    "summary": "Transcribe audio (OpenAI-compatible)",
-                    "requestBody": _multipart("file", transcription_form, ["file"]),
-                    "responses": transcription_responses,
-                }
-            },
-            "/v1/audio/translations": {
-                "post": {
-                    "operationId": "createTranslation",
-                    "summary": "Translate speech into English text (OpenAI-compatible)",
-                    "requestBody": _multipart("file", translation_form, ["file"]),
-                    "responses": transcription_responses,
-                }
-            },
-            "/v1/audio/speech": {
-                "post": {
-                    "operationId": "createSpeech",
-                    "summary": "Synthesize speech, streamed by sentence (OpenAI-compatible)",
-                    "requestBody": _json_body("SpeechRequest"),
-                    "responses": {
-                        "200": {
-                            "description": "Audio",
-                            "content": {
-                                "audio/mpeg": audio,
-                                "audio/ogg": audio,
-                                "audio/wav": audio,
-                                "audio/pcm": audio,
-                                "audio/flac": audio,
-                            },
-                        },
-                        **_errors(*_COMMON, 404),
-                    },
-                }
-            },
-            "/v1/images/generations": {
-                "post": {
-                    "operationId": "createImage",
-                    "summary": "Generate images (OpenAI-compatible)",
-                    "requestBody": _json_body("ImageRequest"),
-                    "responses": {"200": _json(_ref("ImagesResponse")), **_errors(*_COMMON, 404)},
-                }
-            },
-            "/v1/chat/completions": {
-                "post": {
-                    "operationId": "createChatCompletion",
-                    "summary": "Chat completion, optionally streamed (OpenAI-compatible)",
-                    "requestBody": _json_body("ChatCompletionRequest"),
-                    "responses": {
-                        "200": {
-                            "description": "The completion, or its chunks when stream is true",
-                            "content": {
-                                "application/json": {"schema": _ref("ChatCompletion")},
-                                "text/event-stream": {"schema": {"type": "string"}},
-                            },
-                        },
-                        **_errors(*_COMMON, 404),
-                    },
-                }
-            },
-            "/v1/models": {
-                "get": {
-                    "operationId": "listModels",
-                    "summary": "Models of every service (OpenAI-compatible)",
-                    "responses": {"200": _json(_ref("ModelList")), **_errors(401, 503)},
-                }
-            },
-        },
+        )
+    ],
+    security={"bearer": []},
+    validation_error_status=400,
+    validation_error_model=ErrorResponse,
+    naming_strategy=lambda model: model.__name__,
+    nested_naming_strategy=lambda _parent, child: child,
+)
+"""The one spectree instance: ``documented`` records each route on it."""
+
+
+def documented(
+    operation_id: str,
+    *,
+    tag: str,
+    responses: Mapping[int, Any],
+    media: Mapping[int, Mapping[str, MediaSchema]] | None = None,
+    errors: Iterable[int] = (),
+    json: type[BaseModel] | None = None,
+    form: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    public: bool = False,
+) -> Callable[[F], F]:
+    """Put the decorated route in the document.
+
+    Args:
+        operation_id: OpenAI's name for the operation where it has one (``createSpeech``).
+        tag: the group it is listed under.
+        responses: status -> model, ``None`` (no JSON body) or ``(model or None, description)``.
+        media: status -> media type -> model or schema, for bodies other than JSON.
+        errors: the statuses it can answer with an ``ErrorResponse``, besides 400 (any route),
+            401 (unless ``public``) and 413 (when it takes a body).
+        json, form, query: the models of its JSON body, multipart body or query string.
+        public: it needs no API key (the gateway's ``PUBLIC_PATHS``).
+    """
+    codes = {400, *errors}
+    if not public:
+        codes.add(401)
+    if json is not None or form is not None:
+        codes.add(413)
+    answers: dict[str, Any] = {
+        f"HTTP_{code}": (ErrorResponse, _ERROR_WORDS.get(code, HTTPStatus(code).phrase))
+        for code in sorted(codes)
     }
+    answers.update({f"HTTP_{code}": answer for code, answer in responses.items()})
+    other = {f"HTTP_{code}": types for code, types in (media or {}).items()}
+    return spec.validate(
+        json=json,
+        form=form,
+        query=query,
+        resp=_Responses(other, **answers),
+        tags=[_TAGS.get(tag, Tag(name=tag))],
+        security={} if public else None,
+        operation_id=operation_id,
+    )
+
+
+_generated = threading.Lock()
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of ``app``, as ``/openapi.json`` serves it.
+
+    spectree generates it once per process, from the first app asked (every app ``create_app``
+    makes has the same routes); each app then says whether its API key is required: with no key
+    configured, calls without one are served too.
+    """
+    cached: dict[str, Any] | None = app.extensions.get("chorus.openapi")
+    if cached is None:
+        with _generated, app.app_context():  # spectree's first generation is not thread-safe
+            cached = copy.deepcopy(spec.spec)
+        if state_of(app).settings.api_key is None:
+            cached["security"] = [{"bearer": []}, {}]
+        app.extensions["chorus.openapi"] = cached
+    return cached

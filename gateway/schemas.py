@@ -1,14 +1,16 @@
 """Request bodies of the HTTP API, validated with pydantic.
 
 The same models produce the request schemas of ``/openapi.json``, so the document and the
-validation cannot drift apart. Unknown fields are ignored, as OpenAI's API does.
+validation cannot drift apart. Unknown fields are ignored, as OpenAI's API does. The ``*Upload``
+models describe multipart bodies for the document: their file parts are read from
+``request.files``, the rest is validated with the model they extend.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Json
 
 UINT32_MAX = 2**32 - 1
 LANGUAGE_PATTERN = r"^([a-z]{2,3}(-[A-Za-z0-9]{2,8})?)?$"
@@ -115,10 +117,35 @@ class TranscriptionForm(_Body):
     """The non-file fields of OpenAI's POST /v1/audio/transcriptions and /translations."""
 
     model: str = Field(default="whisper-1", max_length=200)
-    language: str = Field(default="", pattern=LANGUAGE_PATTERN)
+    language: str = Field(
+        default="",
+        pattern=LANGUAGE_PATTERN,
+        description="ISO 639-1 code of the speech; empty: detect. Translations ignore it.",
+    )
     prompt: str = Field(default="", max_length=8000)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
     temperature: float = Field(default=0.0, ge=0, le=1)
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=lambda: ["segment"]
+        default_factory=lambda: ["segment"]  # type: ignore[arg-type]  # mypy sees list[str]
     )
+
+
+class TranscriptionUpload(TranscriptionForm):
+    """The multipart body of /v1/audio/transcriptions and /translations."""
+
+    file: bytes = Field(description="The audio: WAV, FLAC, MP3, Ogg/Opus, WebM/Opus, MP4/AAC.")
+
+
+class TurnUpload(_Body):
+    """The multipart body of a spoken turn (POST /api/turns)."""
+
+    audio: bytes = Field(description="The speech: WebM/Opus (what browsers record), WAV, ...")
+    options: Json[TurnOptions] = Field(
+        default_factory=TurnOptions, description="TurnOptions as JSON; absent: the defaults."
+    )
+
+
+class VoicesQuery(_Body):
+    """The query of GET /api/voices."""
+
+    language: str = Field(default="", max_length=35, description="Only voices of this language.")

@@ -12,10 +12,12 @@ from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2, tts_pb2
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from google.protobuf.json_format import MessageToDict
 
-from gateway.app import metadata, settings_of, stubs_of
-from gateway.errors import ApiError, bad_request, event_error, from_rpc_error
+from gateway.context import call_options, settings_of, stubs_of
+from gateway.errors import SERVICE_ERRORS, ApiError, bad_request, event_error, from_rpc_error
+from gateway.openapi import TEXT, documented
 from gateway.parsing import check_text, json_body, validate
-from gateway.schemas import TextTurnRequest, TurnOptions
+from gateway.responses import ClientConfig, Voice, VoiceList
+from gateway.schemas import TextTurnRequest, TurnOptions, TurnUpload, VoicesQuery
 from gateway.streams import HEARTBEAT, SSE_HEADERS, SSE_HEARTBEAT, End, Pump, sse
 
 log = logging.getLogger(__name__)
@@ -129,13 +131,27 @@ def event_payload(event: orchestrator_pb2.TurnEvent) -> tuple[str, dict[str, Any
 
 
 @blueprint.post("/api/turns")
+@documented(
+    "createTurn",
+    tag="browser",
+    json=TextTurnRequest,
+    form=TurnUpload,
+    responses={200: (None, "The turn's events as Server-Sent Events")},
+    media={200: {"text/event-stream": TEXT}},
+    errors=(*SERVICE_ERRORS, 502),
+)
 def post_turn() -> Response:
-    """One turn: text (JSON) or audio (multipart) in, the orchestrator's events out as SSE."""
+    """One conversational turn, streamed as Server-Sent Events
+
+    Text as JSON, or speech as multipart (``audio``: WebM/Opus, WAV, ...; ``options``:
+    TurnOptions as JSON). Events: transcript_partial, transcript_final, reply_delta,
+    reply_final, image_progress, image_result (png base64), audio_chunk (audio base64: one
+    playable file per sentence), turn_timings, error, done. Closing the connection cancels the
+    turn.
+    """
     settings = settings_of()
     messages = _requests()
-    call = stubs_of().orchestrator.Converse(
-        iter(messages), timeout=settings.turn_timeout, metadata=metadata()
-    )
+    call = stubs_of().orchestrator.Converse(iter(messages), **call_options(settings.turn_timeout))
     pump = Pump(call, "turn")
     first = pump.get()
     if isinstance(first, End):
@@ -186,31 +202,37 @@ def post_turn() -> Response:
 
 
 @blueprint.get("/api/voices")
+@documented(
+    "listVoices",
+    tag="browser",
+    query=VoicesQuery,
+    responses={200: VoiceList},
+    errors=SERVICE_ERRORS,
+)
 def voices() -> Response:
+    """Voices of the TTS service"""
     language = request.args.get("language", "")
     if len(language) > 35:
         raise bad_request("language is too long", "language")
     try:
         answer = stubs_of().tts.ListVoices(
-            tts_pb2.ListVoicesRequest(language=language),
-            timeout=settings_of().call_timeout,
-            metadata=metadata(),
+            tts_pb2.ListVoicesRequest(language=language), **call_options()
         )
     except grpc.RpcError as error:
         raise from_rpc_error(error, "text-to-speech") from None
-    return jsonify(
-        {
-            "voices": [
-                MessageToDict(
-                    v, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                )
-                for v in answer.voices
-            ]
-        }
-    )
+    listed = [
+        Voice.model_validate(
+            MessageToDict(
+                v, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+            )
+        )
+        for v in answer.voices
+    ]
+    return jsonify(VoiceList(voices=listed).body())
 
 
 @blueprint.get("/api/config")
+@documented("getConfig", tag="browser", responses={200: ClientConfig})
 def config() -> Response:
     """Limits the browser applies before sending (the gateway enforces them anyway)."""
     settings = settings_of()

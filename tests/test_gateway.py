@@ -1,11 +1,14 @@
 """The HTTP gateway (gunicorn, real gRPC services behind it): OpenAI-compatible endpoints driven
-by the official ``openai`` client, conversational turns as SSE, bad input, and schemathesis."""
+by the official ``openai`` client, conversational turns as SSE, bad input, and schemathesis; and,
+in-process, that the OpenAPI document covers every route and that no blueprint imports the app."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +23,9 @@ from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
 from schemathesis.checks import not_a_server_error
 
+from gateway import GatewaySettings, create_app
 from gateway.openapi import document
+from gateway.responses import Voice
 from tests.conftest import tts_stub
 from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
 from tests.support.speech import decode_any, espeak, word_overlap
@@ -366,12 +371,91 @@ def test_client_disconnect_cancels_turn(gateway: GatewayProcess):
     assert gateway.alive()
 
 
+# --- the OpenAPI document --------------------------------------------------------------------
+
+APP = create_app(GatewaySettings())
+DOCUMENT = document(APP)
+ERROR_REF = "#/components/schemas/ErrorResponse"
+
+
+def _operations() -> Iterator[tuple[str, str, str]]:
+    """(rule, OpenAPI path, method) of every route the app registers. A WebSocket route has no
+    OpenAPI form and is left out; HEAD and OPTIONS come with every GET and every route."""
+    for rule in APP.url_map.iter_rules():
+        if getattr(rule, "websocket", False):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            yield rule.rule, path, method.lower()
+
+
+def test_openapi_covers_every_route():
+    """Every route is in the document with its answers and the error shape, and routes behind
+    the API key say so; a route added without ``@documented`` fails here."""
+    operations = list(_operations())
+    assert len(operations) >= 16
+    for rule, path, method in operations:
+        assert method in DOCUMENT["paths"].get(path, {}), f"{method.upper()} {rule} is undocumented"
+        operation = DOCUMENT["paths"][path][method]
+        responses = operation["responses"]
+        assert any(code.startswith(("2", "3")) for code in responses), (rule, responses)
+        assert responses["400"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF
+        public = rule.startswith(("/healthz", "/readyz", "/openapi.json", "/api/interface"))
+        assert (operation.get("security") == []) == public, rule
+        if not public:
+            assert responses["401"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF
+    documented = {(p, m) for p, ops in DOCUMENT["paths"].items() for m in ops}
+    assert documented == {(p, m) for _, p, m in operations}  # and nothing that is not served
+    bearer = DOCUMENT["components"]["securitySchemes"]["bearer"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    keyed = create_app(GatewaySettings(api_key="k"))
+    assert document(keyed)["security"] == [{"bearer": []}]  # required once a key is set
+    assert DOCUMENT["security"] == [{"bearer": []}, {}]
+
+
+def test_openapi_models_match_the_code():
+    """The members the hand-written document had lost are there, bodies and streams have their
+    media types, and ``Voice`` is ``chorus.v1.Voice`` field for field."""
+    schemas = DOCUMENT["components"]["schemas"]
+    card = schemas["ModelList"]["properties"]["data"]["items"]["$ref"].rsplit("/", 1)[-1]
+    assert "loaded" in schemas[card]["required"]
+    assert {"text", "usage"} <= set(schemas["Transcription"]["required"])
+    assert set(Voice.model_fields) == {f.name for f in tts_pb2.Voice.DESCRIPTOR.fields}
+    paths = DOCUMENT["paths"]
+    upload = paths["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
+    form = schemas[upload["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    assert form["properties"]["file"] == {**form["properties"]["file"], "format": "binary"}
+    assert "text/event-stream" in paths["/api/turns"]["post"]["responses"]["200"]["content"]
+    chat = paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert {"application/json", "text/event-stream"} <= set(chat)
+    speech = paths["/v1/audio/speech"]["post"]["responses"]["200"]["content"]
+    assert {"audio/mpeg", "audio/wav", "audio/pcm", "audio/ogg", "audio/flac"} == set(speech)
+
+
+def test_no_blueprint_imports_the_app():
+    """Routes reach settings and stubs through ``gateway.context``; only the package and its
+    entrypoint import ``gateway.app``, so there is no cycle between the app and its routes."""
+    root = Path(__file__).resolve().parent.parent / "gateway"
+    for source in root.rglob("*.py"):
+        if source.relative_to(root).as_posix() in ("__init__.py", "__main__.py"):
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            assert "gateway.app" not in names, f"{source.name} imports gateway.app"
+
+
 # --- schemathesis over the non-streaming endpoints --------------------------------------------
 
 
-# The document is static (gateway/openapi.py), so the schema loads at import; each operation
-# becomes its own test, sent to the running gateway through base_url.
-schema = schemathesis.openapi.from_dict(document()).exclude(path_regex=r"^/(api/turns|readyz)$")
+# The document is made in-process from the same app (gateway/openapi.py), so the schema loads at
+# import; each operation becomes its own test, sent to the running gateway through base_url.
+schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path_regex=r"^/(api/turns|readyz)$")
 
 
 @schema.parametrize()

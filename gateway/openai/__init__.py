@@ -1,0 +1,21 @@
+"""OpenAI-compatible endpoints under ``/v1``, so existing OpenAI clients work unchanged.
+
+One module per resource, each with its own blueprint nested in this one: ``audio``
+(transcriptions, translations, speech), ``images``, ``chat``, ``models``. A new resource is one
+module and one entry in ``RESOURCES``. Each route is a translation: OpenAI's request shape -> one
+gRPC call -> OpenAI's response shape; ``common`` holds what they share.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from gateway.openai import audio, chat, images, models
+
+__all__ = ["RESOURCES", "blueprint"]
+
+RESOURCES = (audio, images, chat, models)
+
+blueprint = Blueprint("openai", __name__, url_prefix="/v1")
+for _resource in RESOURCES:
+    blueprint.register_blueprint(_resource.blueprint)

@@ -1,0 +1,41 @@
+"""What the OpenAI-compatible resources share: model aliases and calls that fail as HTTP errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from gateway.context import call_options, settings_of
+from gateway.errors import ApiError, from_rpc_error
+from gateway.streams import End, Pump
+
+__all__ = ["call", "model_id", "started"]
+
+
+def model_id(name: str | None) -> str:
+    """A Chorus model id for an OpenAI model name ("" means the service's default): names that
+    OpenAI clients send by default (``whisper-1``, ``tts-1``, ...) map through the settings'
+    alias table."""
+    name = name or ""
+    return settings_of().model_aliases.get(name, name)
+
+
+def call(method: Any, message: Any, service: str) -> Any:
+    """A unary call with the gateway's deadline; a failure becomes the matching HTTP error."""
+    try:
+        return method(message, **call_options())
+    except grpc.RpcError as error:
+        raise from_rpc_error(error, service) from None
+
+
+def started(call: Any, name: str) -> tuple[Pump, Any]:
+    """Start reading a server stream and wait for its first message, so a failure before any
+    output (bad field, unknown model, service down) is a proper HTTP status, not a broken stream."""
+    pump = Pump(call, name)
+    first = pump.get()
+    if isinstance(first, End):
+        if first.error is not None:
+            raise from_rpc_error(first.error, name)
+        raise ApiError(502, f"the {name} service returned no output", "empty_response")
+    return pump, first
