@@ -8,9 +8,11 @@ caller (or Envoy) can retry elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ class WorkerPool:
         self._capacity = max_workers + max_queue
         self._admitted = 0
         self._lock = threading.Lock()
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -48,28 +51,69 @@ class WorkerPool:
     def capacity(self) -> int:
         return self._capacity
 
-    def _admit(self) -> None:
+    def _admit(self, wait: bool) -> asyncio.Future[None] | None:
+        """Take a place, or (``wait``) a future that resolves when a place is handed over."""
         with self._lock:
-            if self._admitted >= self._capacity:
+            if self._admitted < self._capacity and not self._waiters:
+                self._admitted += 1
+                metrics.WORK_ADMITTED.set(self._admitted)
+                return None
+            if not wait:
                 metrics.WORK_REJECTED.inc()
                 raise ResourceExhausted(
                     f"server busy: {self._admitted} calls running or queued "
                     f"(limit {self._capacity}); retry later"
                 )
-            self._admitted += 1
-            metrics.WORK_ADMITTED.set(self._admitted)
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+            return waiter
 
-    def _release(self, _: Future[object]) -> None:
+    async def _admitted_when_free(self, waiter: asyncio.Future[None]) -> None:
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                entry = next((e for e in self._waiters if e[1] is waiter), None)
+                if entry is not None:
+                    self._waiters.remove(entry)  # never handed a place: nothing to give back
+                    raise
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a place, but the caller went away at the same time
+            raise  # else the hand-over sees the cancelled waiter and passes the place on
+
+    def _release(self, _: Future[object] | None = None) -> None:
         # Released when the thread finishes, not when the caller stops waiting: a cancelled
-        # call's work still occupies its worker until it returns.
+        # call's work still occupies its worker until it returns. A waiting caller takes the
+        # place over directly, so work refused at once cannot overtake it.
         with self._lock:
+            if self._waiters:
+                loop, waiter = self._waiters.popleft()
+                # Its loop closed (the server stopped): free the place instead.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(self._hand_over, waiter)
+                    return
             self._admitted -= 1
             metrics.WORK_ADMITTED.set(self._admitted)
 
-    async def run(self, fn: Callable[..., T], *args: object) -> WorkResult[T]:
-        """Run ``fn(*args)`` on a worker thread, carrying the caller's context (request id)."""
-        self._admit()
+    def _hand_over(self, waiter: asyncio.Future[None]) -> None:
+        if waiter.cancelled():
+            self._release()
+        else:
+            waiter.set_result(None)
+
+    async def run(self, fn: Callable[..., T], *args: object, wait: bool = False) -> WorkResult[T]:
+        """Run ``fn(*args)`` on a worker thread, carrying the caller's context (request id).
+
+        A full pool refuses the call at once (ResourceExhausted), unless ``wait``: then the call
+        waits, first come first served, for a place. Waiting is for work that an admitted call
+        cannot do without (a stream's final segment, its voice activity detection), where
+        refusing would only make the caller retry in a loop.
+        """
         submitted = time.perf_counter()
+        waiter = self._admit(wait)
+        if waiter is not None:
+            await self._admitted_when_free(waiter)
         timing: dict[str, float] = {}
         ctx = contextvars.copy_context()
 
