@@ -126,8 +126,7 @@ def test_streaming_final_is_decoded_during_the_pause(stt_faster_whisper, piper_s
     and matches what the unary call answers for the same audio."""
     samples, rate = read_wav(next(iter(piper_speech.values())))
     # Cut the clip where its speech ends, so the silence sent is the pause: 0.5 s lies between
-    # vad_speculate_ms (0.4) and the 0.7 s that vad_silence_ms (0.6) plus the VAD's 0.1 s
-    # padding need to close the segment.
+    # vad_speculate_ms (0.4) and vad_silence_ms (0.6), which closes the segment.
     speech = samples[: speech_bounds(samples, rate)[1]]
     silence = np.zeros(int(0.5 * rate), np.int16)
     waited = threading.Event()

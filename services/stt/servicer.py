@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc
-from prometheus_client import Counter
 
 from services.common.audio import decode_audio, pcm16_to_float32, resample
 from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from services.common.models import ModelManager
 from services.common.workers import WorkerPool
-from services.stt.backends.base import (
-    Segment,
-    SpeechToTextBackend,
-    TranscribeOptions,
-    Transcription,
-    Word,
-)
+from services.stt.backends.base import Segment, SpeechToTextBackend, TranscribeOptions, Word
+from services.stt.session import Event, StreamSession, transcribe
 from services.stt.settings import SttSettings
-from services.stt.streaming import SAMPLE_RATE, Segmenter, Work
+from services.stt.streaming import SAMPLE_RATE, Segmenter, SpeechStarted, SpeechStopped
 
 log = logging.getLogger(__name__)
 
-SPECULATION = Counter(
-    "chorus_stt_speculative_finals_total",
-    "Final decodes started at a short pause, before the segment closed: used or wasted.",
-    ["outcome"],
-)
-
-_REJECTED_RETRY_SECONDS = 0.05
 _TASKS = {
     stt_pb2.TASK_UNSPECIFIED: "transcribe",
     stt_pb2.TASK_TRANSCRIBE: "transcribe",
@@ -121,7 +106,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     max_seconds=self._settings.max_audio_seconds,
                 )
             )
-            work = await self._workers.run(_transcribe, backend, decoded.value, options)
+            work = await self._workers.run(transcribe, backend, decoded.value, options)
         result = work.value
         return stt_pb2.TranscribeResponse(
             text=result.text,
@@ -155,6 +140,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 )
             config = first.config
             rate, channels = _stream_format(config.format)
+            segmenter = self._segmenter(config)
             model_id = self._models.resolve(config.model)
             async with self._models.use(model_id) as backend:
                 options = self._options(
@@ -164,118 +150,80 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                     config.initial_prompt,
                     config.task,
                 )
-                interval = (config.partial_interval_ms or self._settings.partial_interval_ms) / 1000
-                segmenter = Segmenter(
-                    partial_interval=max(interval, 0.1),
-                    silence=self._settings.vad_silence_ms / 1000,
-                    max_segment=self._settings.max_segment_seconds,
-                    threshold=self._settings.vad_threshold,
-                    speculate_after=self._settings.vad_speculate_ms / 1000,
+                session = StreamSession(
+                    segmenter,
+                    backend,
+                    options,
+                    self._workers,
+                    self._decoders,  # the VAD runs beside the model, as audio decoding does
+                    speech_events=config.speech_events,
                 )
-                async for response in self._stream(
-                    request_iterator, segmenter, backend, options, rate, channels
-                ):
-                    yield response
+                audio = self._audio(request_iterator, rate, channels)
+                async for event in session.events(audio):
+                    yield _stream_response(event, session.received_seconds)
 
-    async def _stream(
+    def _segmenter(self, config: stt_pb2.StreamingTranscribeConfig) -> Segmenter:
+        """The stream's VAD, with the call's own settings where it gives them."""
+        settings = self._settings
+        threshold = settings.vad_threshold
+        if config.HasField("vad_threshold"):
+            threshold = config.vad_threshold
+            if not 0 < threshold < 1:
+                raise InvalidArgument(
+                    f"vad_threshold {threshold} is outside (0, 1)", field="config.vad_threshold"
+                )
+        silence_ms = settings.vad_silence_ms
+        if config.HasField("vad_silence_ms"):
+            silence_ms = config.vad_silence_ms
+            if not 100 <= silence_ms <= 10_000:
+                raise InvalidArgument(
+                    f"vad_silence_ms {silence_ms} is outside 100..10000",
+                    field="config.vad_silence_ms",
+                )
+        speculate_ms = settings.vad_speculate_ms
+        if config.HasField("vad_speculate_ms"):
+            speculate_ms = config.vad_speculate_ms
+            if speculate_ms > 10_000:
+                raise InvalidArgument(
+                    f"vad_speculate_ms {speculate_ms} is over 10000",
+                    field="config.vad_speculate_ms",
+                )
+        interval_ms = config.partial_interval_ms or settings.partial_interval_ms
+        return Segmenter(
+            partial_interval=max(interval_ms / 1000, 0.1),
+            silence=silence_ms / 1000,
+            max_segment=settings.max_segment_seconds,
+            threshold=threshold,
+            speculate_after=speculate_ms / 1000,
+        )
+
+    async def _audio(
         self,
         requests: AsyncIterator[stt_pb2.StreamingTranscribeRequest],
-        segmenter: Segmenter,
-        backend: SpeechToTextBackend,
-        options: TranscribeOptions,
         rate: int,
         channels: int,
-    ) -> AsyncIterator[stt_pb2.StreamingTranscribeResponse]:
-        arrived = asyncio.Event()
+    ) -> AsyncIterator[np.ndarray]:
+        """The chunks after the config as float32 mono 16 kHz, each checked against the
+        limits; a bad one ends the call with its status."""
         limit = self._settings.max_audio_seconds
-
-        async def read() -> None:
-            async for request in requests:
-                if request.HasField("config"):
-                    raise InvalidArgument("config may only be sent once, first", field="config")
-                chunk = request.audio_chunk
-                if len(chunk) > self._settings.max_chunk_bytes:
-                    raise ResourceExhausted(
-                        f"audio_chunk has {len(chunk)} bytes; the limit is "
-                        f"{self._settings.max_chunk_bytes}",
-                        field="audio_chunk",
-                    )
-                segmenter.append(resample(pcm16_to_float32(chunk, channels), rate, SAMPLE_RATE))
-                if segmenter.received_seconds > limit:
-                    raise ResourceExhausted(
-                        f"stream is longer than the limit of {limit:.0f} s", field="audio_chunk"
-                    )
-                arrived.set()
-
-        reader = asyncio.create_task(read())
-        finals = 0
-        candidate: _Candidate | None = None
-        try:
-            while True:
-                waiter = asyncio.ensure_future(arrived.wait())
-                await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                arrived.clear()
-                ended = reader.done()
-                if ended:
-                    reader.result()  # re-raise a bad chunk or limit as the call's status
-                while (work := await asyncio.to_thread(segmenter.poll, ended)) is not None:
-                    if work.speculative:
-                        if candidate is not None:  # speech resumed after the earlier candidate
-                            SPECULATION.labels("wasted").inc()
-                        _drop(candidate)
-                        candidate = _Candidate(
-                            work,
-                            options,
-                            asyncio.ensure_future(self._run_stream_work(backend, work, options)),
-                        )
-                        continue
-                    if not work.is_final and candidate is not None and not candidate.task.done():
-                        continue  # the worker is busy with the final candidate: skip the partial
-                    result = None
-                    if work.is_final and candidate is not None:
-                        if candidate.matches(work, options):
-                            result = await candidate.task
-                        SPECULATION.labels("used" if result is not None else "wasted").inc()
-                        _drop(candidate)
-                        candidate = None
-                    if result is None:
-                        result = await self._run_stream_work(backend, work, options)
-                    if result is None:
-                        continue
-                    if options.language is None and result.language_probability >= 0.5:
-                        options = _with_language(options, result.language)
-                    yield _stream_response(result, work, segmenter.received_seconds, finals)
-                    finals += work.is_final
-                    if not work.is_final and not ended:
-                        break  # read what arrived meanwhile before the next partial
-                if ended:
-                    return
-        finally:
-            if candidate is not None:
-                SPECULATION.labels("wasted").inc()
-            _drop(candidate)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-
-    async def _run_stream_work(
-        self, backend: SpeechToTextBackend, work: Work, options: TranscribeOptions
-    ) -> Transcription | None:
-        """Partials and final candidates are skipped (None) when every worker is busy, partials
-        also when the backend does not want them; finals wait for a worker. A candidate is
-        decoded as the final it may become."""
-        if not work.is_final and not work.speculative:
-            if not backend.partial_results:
-                return None
-            options = _fast(options)
-        while True:
-            try:
-                return (await self._workers.run(_transcribe, backend, work.audio, options)).value
-            except ResourceExhausted:
-                if not work.is_final:
-                    return None
-                await asyncio.sleep(_REJECTED_RETRY_SECONDS)
+        received = 0
+        async for request in requests:
+            if request.HasField("config"):
+                raise InvalidArgument("config may only be sent once, first", field="config")
+            chunk = request.audio_chunk
+            if len(chunk) > self._settings.max_chunk_bytes:
+                raise ResourceExhausted(
+                    f"audio_chunk has {len(chunk)} bytes; the limit is "
+                    f"{self._settings.max_chunk_bytes}",
+                    field="audio_chunk",
+                )
+            samples = resample(pcm16_to_float32(chunk, channels), rate, SAMPLE_RATE)
+            received += samples.shape[0]
+            if received > limit * SAMPLE_RATE:
+                raise ResourceExhausted(
+                    f"stream is longer than the limit of {limit:.0f} s", field="audio_chunk"
+                )
+            yield samples
 
     async def ListModels(
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -293,42 +241,6 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
                 )
             )
         return common_pb2.ListModelsResponse(models=models)
-
-
-@dataclasses.dataclass
-class _Candidate:
-    """A final candidate being decoded (see streaming.py: speculation)."""
-
-    work: Work
-    options: TranscribeOptions
-    task: asyncio.Future[Transcription | None]
-
-    def matches(self, final: Work, options: TranscribeOptions) -> bool:
-        return (
-            final.start == self.work.start
-            and len(final.audio) == len(self.work.audio)
-            and options == self.options
-        )
-
-
-def _drop(candidate: _Candidate | None) -> None:
-    """Stop waiting for a candidate (its worker finishes the decode regardless)."""
-    if candidate is None:
-        return
-    if candidate.task.done():
-        if not candidate.task.cancelled():
-            candidate.task.exception()  # retrieved: a failed final is decoded again
-    else:
-        candidate.task.cancel()
-
-
-def _transcribe(
-    backend: SpeechToTextBackend, audio: np.ndarray, options: TranscribeOptions
-) -> Transcription:
-    try:
-        return backend.transcribe(audio, options)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from exc
 
 
 def _stream_format(fmt: common_pb2.RawAudioFormat) -> tuple[int, int]:
@@ -353,15 +265,6 @@ def _stream_format(fmt: common_pb2.RawAudioFormat) -> tuple[int, int]:
     return rate, channels
 
 
-def _with_language(options: TranscribeOptions, language: str) -> TranscribeOptions:
-    return dataclasses.replace(options, language=language)
-
-
-def _fast(options: TranscribeOptions) -> TranscribeOptions:
-    """Greedy decoding without word timings: partials are replaced soon anyway."""
-    return dataclasses.replace(options, word_timestamps=False, beam_size=1)
-
-
 def _word_pb(word: Word, offset: float) -> stt_pb2.Word:
     return stt_pb2.Word(
         word=word.text,
@@ -383,20 +286,32 @@ def _segment_pb(segment: Segment, offset: float) -> stt_pb2.Segment:
     )
 
 
-def _stream_response(
-    result: Transcription, work: Work, received: float, segment_id: int
-) -> stt_pb2.StreamingTranscribeResponse:
+def _stream_response(event: Event, received: float) -> stt_pb2.StreamingTranscribeResponse:
+    if isinstance(event, SpeechStarted):
+        return stt_pb2.StreamingTranscribeResponse(
+            speech_started=stt_pb2.SpeechStarted(
+                audio_start_ms=_ms(event.offset), resumed=event.resumed
+            ),
+            audio_received_seconds=received,
+        )
+    if isinstance(event, SpeechStopped):
+        return stt_pb2.StreamingTranscribeResponse(
+            speech_stopped=stt_pb2.SpeechStopped(audio_end_ms=_ms(event.offset)),
+            audio_received_seconds=received,
+        )
+    result, work = event.result, event.work
     response = stt_pb2.StreamingTranscribeResponse(
-        is_final=work.is_final,
+        is_final=event.kind == "final",
+        candidate=event.kind == "candidate",
         text=result.text,
         language=result.language,
         language_probability=result.language_probability,
         audio_received_seconds=received,
     )
-    if work.is_final:
+    if event.kind != "partial":
         response.segment.CopyFrom(
             stt_pb2.Segment(
-                id=segment_id,
+                id=event.segment_id,
                 start=work.start,
                 end=work.start + len(work.audio) / SAMPLE_RATE,
                 text=result.text,
@@ -404,3 +319,7 @@ def _stream_response(
             )
         )
     return response
+
+
+def _ms(samples: int) -> int:
+    return samples * 1000 // SAMPLE_RATE
