@@ -10,6 +10,22 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+__all__ = [
+    "ChorusError",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "UpstreamError",
+    "from_rpc_error",
+    "to_rpc_status",
+]
+
 
 class ChorusError(Exception):
     """Base class: an error whose message is safe to show to the caller."""

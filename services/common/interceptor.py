@@ -20,6 +20,8 @@ from services.common import metrics
 from services.common.errors import ChorusError, to_rpc_status
 from services.common.logs import request_id
 
+__all__ = ["REQUEST_ID_KEY", "ServiceInterceptor"]
+
 log = logging.getLogger(__name__)
 
 REQUEST_ID_KEY = "x-request-id"

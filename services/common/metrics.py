@@ -2,6 +2,18 @@
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+__all__ = [
+    "IN_FLIGHT",
+    "LATENCY",
+    "MODEL_LOADED",
+    "MODEL_LOAD_SECONDS",
+    "QUEUE_WAIT",
+    "REQUESTS",
+    "WORK_ADMITTED",
+    "WORK_REJECTED",
+    "serve_metrics",
+]
+
 REQUESTS = Counter(
     "chorus_grpc_requests_total",
     "gRPC calls handled, by method and final status code.",

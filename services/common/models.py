@@ -28,6 +28,8 @@ from chorus.v1 import common_pb2
 from services.common import metrics
 from services.common.errors import NotFound
 
+__all__ = ["ModelManager", "list_models"]
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")

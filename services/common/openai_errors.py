@@ -20,6 +20,8 @@ from services.common.errors import (
     Unavailable,
 )
 
+__all__ = ["remote_error"]
+
 _MAX_REMOTE_MESSAGE = 300
 
 

@@ -26,6 +26,8 @@ from services.common.settings import ModelServiceSettings, ServerSettings
 from services.common.tracing import configure_tracing, shutdown_tracing
 from services.common.workers import WorkerPool
 
+__all__ = ["ChorusServer", "ServiceDefinition", "model_server", "models_and_workers", "serve"]
+
 M = TypeVar("M")
 
 log = logging.getLogger(__name__)

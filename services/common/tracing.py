@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+__all__ = ["configure_tracing", "shutdown_tracing"]
+
 log = logging.getLogger(__name__)
 _configured = False
 

@@ -21,6 +21,8 @@ from typing import Generic, TypeVar
 from services.common import metrics
 from services.common.errors import ResourceExhausted
 
+__all__ = ["WorkResult", "WorkerPool"]
+
 T = TypeVar("T")
 E = TypeVar("E")
 
