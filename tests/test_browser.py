@@ -6,9 +6,7 @@ Screenshots are saved as test artifacts; their folder is printed (run with -s to
 
 from __future__ import annotations
 
-import io
 import shutil
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from services.launcher import ServiceProcess
 from tests.conftest import orchestrator_env, tts_stub
 from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
 from tests.support.services import running
-from tests.support.speech import read_wav, word_overlap
+from tests.support.speech import read_wav, wav_bytes, word_overlap
 
 CHROMIUM = "/usr/bin/chromium"
 QUESTION = "What is the capital of France?"
@@ -71,13 +69,7 @@ def microphone_wav(tts_piper, tmp_path_factory: pytest.TempPathFactory) -> tuple
         [np.zeros(int(0.3 * rate), np.int16), samples, np.zeros(int(0.5 * rate), np.int16)]
     )
     path = tmp_path_factory.mktemp("mic") / "question.wav"
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(padded.tobytes())
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(wav_bytes(padded, rate))
     return path, len(padded) / rate
 
 
