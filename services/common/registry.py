@@ -156,7 +156,7 @@ class Registry(Generic[F]):
         def known(cls: type[BaseModel], name: str) -> str:
             return self.get(name).name  # UnknownBackendError is a ValueError: pydantic reports it
 
-        return create_model(  # type: ignore[call-overload, no-any-return]
+        return create_model(
             f"{base.__name__}With{self.kind.title()}Backends",
             __base__=base,
             __module__=base.__module__,
