@@ -21,7 +21,12 @@ import schemathesis
 from chorus.v1 import tts_pb2
 from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from gateway import GatewaySettings, create_app
 from gateway.openapi import document
@@ -450,7 +455,7 @@ def test_no_blueprint_imports_the_app():
             assert "gateway.app" not in names, f"{source.name} imports gateway.app"
 
 
-# --- schemathesis over the non-streaming endpoints --------------------------------------------
+# --- schemathesis over the non-streaming endpoints: the document against the running gateway ---
 
 
 # The document is made in-process from the same app (gateway/openapi.py), so the schema loads at
@@ -467,7 +472,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path_regex=r"^/(api/tu
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
-def test_schemathesis_no_server_errors(case, api: GatewayProcess):
+def test_schemathesis_conforms(case, api: GatewayProcess):
+    """No server error, and every answer has a status, media type and body the document gives
+    (so the response models in gateway/responses.py are what the handlers send)."""
     body = case.body if isinstance(case.body, dict) else None
     # Bounded work per example: at most 4 tokens, 2 denoising steps, 2 images.
     if body is not None and case.path == "/v1/chat/completions":
@@ -479,4 +486,13 @@ def test_schemathesis_no_server_errors(case, api: GatewayProcess):
         for key, most in (("steps", 2), ("n", 2)):
             if not isinstance(body.get(key), int) or body[key] > most:
                 body[key] = most
-    case.call_and_validate(base_url=api.url, checks=[not_a_server_error], timeout=120)
+    case.call_and_validate(
+        base_url=api.url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=120,
+    )
