@@ -44,6 +44,7 @@ bench: env system-deps protos
 	$(PY) bench/speech_api.py
 	$(PY) bench/models.py
 	$(PY) bench/turn.py
+	$(PY) bench/text.py
 	$(PY) bench/gateway.py
 	$(PY) bench/scale.py
 
