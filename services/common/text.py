@@ -30,9 +30,10 @@ _COMPLETE_WORD = re.compile(r"\s*\S+\s")
 _MAY_BE_SETTLED = re.compile(r"[.!?…][^\s]*\s+\S+\s|[。．！？]\s*\S")
 
 # pysbd's cost grows with the square of the sentences it sees at once (its list and span scans
-# run over the whole text once per item: one 5,000-character line took 41 ms, 24,000 characters
-# of "1. 2. 3." 37 s), so a long line is read in windows: up to the 16th terminator, or, when
-# that holds no usable boundary, this many characters (or twice ``max_chars`` if larger).
+# run over the whole text once per item), so a long line is read in windows: up to the 16th
+# terminator, or, when that holds no usable boundary, ``max_chars`` and a word's lookahead.
+# 5,000 characters of "1. 2. 3. ...": 5.2 s in one piece, 0.29 s in windows; of prose: 72 ms,
+# 44 ms (one run on 2 busy shared cores).
 _LOOKAHEAD_CHARS = 100
 _WINDOW_TERMINATORS = 16
 
