@@ -39,10 +39,10 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), np.int16)
 
 
-def config(**fields) -> stt_pb2.StreamingTranscribeRequest:
+def config(language: str = "en", **fields) -> stt_pb2.StreamingTranscribeRequest:
     return stt_pb2.StreamingTranscribeRequest(
         config=stt_pb2.StreamingTranscribeConfig(
-            format=common_pb2.RawAudioFormat(sample_rate_hz=RATE), language="en", **fields
+            format=common_pb2.RawAudioFormat(sample_rate_hz=RATE), language=language, **fields
         )
     )
 
@@ -139,11 +139,15 @@ def _used(stt) -> float:
     return metric_value(scrape(stt), "chorus_stt_speculative_finals_total", outcome="used")
 
 
-def test_candidate_comes_during_the_pause_and_becomes_the_final(stt_faster_whisper, sentences):
+@pytest.mark.parametrize("language", ["en", ""], ids=["given", "detected"])
+def test_candidate_comes_during_the_pause_and_becomes_the_final(
+    stt_faster_whisper, sentences, language
+):
     """0.5 s of pause is past vad_speculate_ms (400) but short of vad_silence_ms (600): the
-    candidate is decoded and sent while the pause is not yet confirmed."""
+    candidate is decoded and sent while the pause is not yet confirmed. (A language detected
+    on the candidate does not make its final decode again.)"""
     used = _used(stt_faster_whisper)
-    talk = Conversation(stt_stub(stt_faster_whisper), config(speech_events=True))
+    talk = Conversation(stt_stub(stt_faster_whisper), config(language, speech_events=True))
     talk.send(np.concatenate([sentences[0], silence(0.5)]))
     candidate = talk.wait_for("candidate")
     assert not any(kind(r) in ("speech_stopped", "final") for r in talk.seen)

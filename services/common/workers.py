@@ -84,7 +84,7 @@ class WorkerPool:
                 self._release()  # handed a place, but the caller went away at the same time
             raise  # else the hand-over sees the cancelled waiter and passes the place on
 
-    def _release(self, _: Future[object] | None = None) -> None:
+    def _release(self, _: object = None) -> None:
         # Released when the thread finishes, not when the caller stops waiting: a cancelled
         # call's work still occupies its worker until it returns. A waiting caller takes the
         # place over directly, so work refused at once cannot overtake it.

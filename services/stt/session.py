@@ -77,12 +77,17 @@ class _Candidate:
     task: asyncio.Future[Transcription | None]
     reported: bool = False
 
-    def matches(self, final: Work, options: TranscribeOptions) -> bool:
-        return (
-            final.start == self.work.start
-            and len(final.audio) == len(self.work.audio)
-            and options == self.options
-        )
+    def covers(self, final: Work) -> bool:
+        return final.start == self.work.start and len(final.audio) == len(self.work.audio)
+
+    def decoded_as(self, options: TranscribeOptions, result: Transcription) -> bool:
+        """Whether ``result`` (decoded with the candidate's options) is what ``options`` would
+        decode: the same options, or only a language detected since that is the one the
+        candidate detected itself (Whisper decoded it in that very language)."""
+        if self.options == options:
+            return True
+        detected = dataclasses.replace(self.options, language=result.language)
+        return self.options.language is None and detected == options
 
     def drop(self) -> None:
         """Stop waiting for it (its worker finishes the decode regardless)."""
@@ -140,8 +145,9 @@ class StreamSession:
         try:
             while True:
                 getter = asyncio.ensure_future(self._out.get())
+                either: set[asyncio.Future[Any]] = {getter, self._failed}
                 try:
-                    await asyncio.wait({getter, self._failed}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     getter.cancel()
                 if self._failed.done():
@@ -254,9 +260,11 @@ class StreamSession:
     async def _final(self, work: Work, candidate: _Candidate | None) -> None:
         result = None
         if candidate is not None:
-            if candidate.matches(work, self._options):
+            if candidate.covers(work) and not candidate.task.cancelled():
                 with contextlib.suppress(Exception):
                     result = await candidate.task
+                if result is not None and not candidate.decoded_as(self._options, result):
+                    result = None
             SPECULATION.labels("used" if result is not None else "wasted").inc()
             candidate.drop()
         if result is None:
