@@ -41,6 +41,7 @@ test: env system-deps protos
 
 bench: env system-deps protos
 	$(PY) bench/speech.py
+	$(PY) bench/stt_stream.py
 	$(PY) bench/speech_api.py
 	$(PY) bench/models.py
 	$(PY) bench/turn.py
