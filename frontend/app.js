@@ -14,7 +14,10 @@ const els = {
   player: $("player"), composer: $("composer"),
 };
 
-let limits = { max_history_messages: 16, max_text_chars: 4000, max_upload_bytes: 25 * 1024 * 1024 };
+// Turn limits (max_text_chars, max_history_messages, max_history_chars) and max_upload_bytes come
+// from the gateway's /api/config, which has the turn limits from the orchestrator's settings: no
+// numbers of our own to drift. Until they arrive nothing is trimmed here; the gateway still refuses.
+let limits = {};
 let history = loadJSON(HISTORY_KEY, []);
 let busy = false;
 let currentTurn = null; // AbortController of the turn in flight
@@ -88,9 +91,10 @@ async function loadVoices(saved) {
 async function loadConfig() {
   try {
     const response = await fetch(new URL("config", API), { headers: authHeaders() });
-    if (response.ok) limits = { ...limits, ...(await response.json()) };
-    els.text.maxLength = limits.max_text_chars;
-  } catch { /* defaults */ }
+    if (response.ok) limits = await response.json();
+    if (limits.max_text_chars) els.text.maxLength = limits.max_text_chars;
+    trimHistory();
+  } catch { /* no limits known: the gateway's answer says which one was broken */ }
 }
 
 // ---------------------------------------------------------------- chat rendering
@@ -112,8 +116,16 @@ function renderHistory() {
 function remember(userText, replyText) {
   if (!userText || !replyText) return;
   history.push({ role: "user", content: userText }, { role: "assistant", content: replyText });
-  const max = Math.max(0, limits.max_history_messages - (limits.max_history_messages % 2));
-  if (history.length > max) history = history.slice(history.length - max);
+  trimHistory();
+}
+// Drop the oldest exchanges until the history fits the turn's limits (count and characters).
+function trimHistory() {
+  const maxMessages = limits.max_history_messages ?? Infinity;
+  const maxChars = limits.max_history_chars ?? Infinity;
+  let chars = history.reduce((n, m) => n + m.content.length, 0);
+  while (history.length && (history.length > maxMessages || chars > maxChars)) {
+    for (const m of history.splice(0, 2)) chars -= m.content.length;
+  }
   localStorage.setItem(HISTORY_KEY, JSON.stringify(history));
 }
 
@@ -362,7 +374,7 @@ function sendRecording() {
   const blob = new Blob(chunks, { type });
   chunks = [];
   if (blob.size < 200) { setStatus("Nothing recorded"); onSpeechDone(); return; }
-  if (blob.size > limits.max_upload_bytes) { showError("That recording is too long to send."); return; }
+  if (blob.size > (limits.max_upload_bytes ?? Infinity)) { showError("That recording is too long to send."); return; }
   const form = new FormData();
   form.append("audio", blob, type.includes("mp4") ? "speech.m4a" : "speech.webm");
   form.append("options", JSON.stringify(turnOptions()));

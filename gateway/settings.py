@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.catalog import BY_NAME
+from services.orchestrator.limits import TurnLimits
 
 _CATALOG = BY_NAME["gateway"]
 
@@ -85,8 +88,8 @@ class GatewaySettings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     """Largest request body (audio upload or JSON); larger ones get 413 before being read."""
     max_text_chars: int = Field(default=4000, ge=1, le=1_000_000)
-    """Longest typed turn, speech input text, image prompt or chat message."""
-    max_history_messages: int = Field(default=64, ge=0, le=10_000)
+    """Longest speech input text, image prompt or chat message of the OpenAI-compatible API.
+    A turn's text and history follow ``turn_limits`` instead."""
     max_images: int = Field(default=4, ge=1, le=16)
     """Most images per /v1/images/generations call (``n``)."""
 
@@ -107,3 +110,11 @@ class GatewaySettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @cached_property
+    def turn_limits(self) -> TurnLimits:
+        """The orchestrator's turn limits, read from its own variables
+        (``CHORUS_ORCH_MAX_TEXT_CHARS``, ...): the gateway refuses an oversized turn with the
+        same values before calling, and serves them to the browser at ``/api/config``. Not a
+        field, so no ``CHORUS_GATEWAY_*`` variable can make the two disagree."""
+        return TurnLimits()

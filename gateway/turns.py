@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import SERVICE_ERRORS, ApiError, bad_request, event_error, from_rpc_error
 from gateway.openapi import TEXT, documented
-from gateway.parsing import check_text, json_body, validate
+from gateway.parsing import json_body, validate
 from gateway.responses import ClientConfig, Voice, VoiceList
 from gateway.schemas import TextTurnRequest, TurnOptions, TurnUpload, VoicesQuery
 from gateway.streams import HEARTBEAT, SSE_HEADERS, SSE_HEARTBEAT, End, Pump, sse
@@ -44,17 +44,9 @@ ENCODINGS = {
 
 
 def turn_config(options: TurnOptions, speech: bool) -> orchestrator_pb2.TurnConfig:
-    settings = settings_of()
-    if len(options.history) > settings.max_history_messages:
-        raise ApiError(
-            400,
-            f"history has {len(options.history)} messages; "
-            f"the limit is {settings.max_history_messages}",
-            "too_many_messages",
-            "history",
-        )
-    for i, message in enumerate(options.history):
-        check_text(message.content, settings.max_text_chars, f"history.{i}.content")
+    overflow = settings_of().turn_limits.history_overflow([m.content for m in options.history])
+    if overflow is not None:
+        raise ApiError(400, overflow.message, overflow.code, "history")
     turn_options = orchestrator_pb2.TurnOptions(
         system_prompt=options.system_prompt,
         max_tokens=options.max_tokens,
@@ -108,7 +100,9 @@ def _requests() -> list[orchestrator_pb2.ConverseRequest]:
         ]
         return [Req(config=turn_config(options, speech=True)), *chunks, end]
     turn = validate(TextTurnRequest, json_body())
-    check_text(turn.text, settings.max_text_chars, "text")
+    overflow = settings.turn_limits.text_overflow(turn.text)
+    if overflow is not None:
+        raise ApiError(400, overflow.message, overflow.code, "text")
     return [Req(config=turn_config(turn, speech=False)), Req(text=turn.text), end]
 
 
@@ -234,12 +228,9 @@ def voices() -> Response:
 @blueprint.get("/api/config")
 @documented("getConfig", tag="browser", responses={200: ClientConfig})
 def config() -> Response:
-    """Limits the browser applies before sending (the gateway enforces them anyway)."""
+    """Limits the browser applies before sending (the gateway enforces them anyway): the
+    orchestrator's turn limits, and the gateway's own upload limit."""
     settings = settings_of()
     return jsonify(
-        {
-            "max_history_messages": settings.max_history_messages,
-            "max_text_chars": settings.max_text_chars,
-            "max_upload_bytes": settings.max_upload_bytes,
-        }
+        {**settings.turn_limits.model_dump(), "max_upload_bytes": settings.max_upload_bytes}
     )

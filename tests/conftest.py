@@ -25,6 +25,9 @@ STT_LIMITS = {
     "CHORUS_STT_BEAM_SIZE": "1",
 }
 TTS_LIMITS = {"CHORUS_TTS_MAX_TEXT_CHARS": "2000", "CHORUS_TTS_MAX_QUEUE": "32"}
+# The orchestrator's turn limits; a gateway in front is given the same variables, as every
+# container is given the one shared env file.
+TURN_LIMITS = {"CHORUS_ORCH_MAX_HISTORY_MESSAGES": "8"}
 
 
 @pytest.fixture(scope="session")
@@ -231,7 +234,7 @@ def orchestrator_env(
         "CHORUS_ORCH_TTS_ADDRESS": tts.address,
         "CHORUS_ORCH_LLM_ADDRESS": llm.address,
         "CHORUS_ORCH_IMAGE_ADDRESS": image if isinstance(image, str) else image.address,
-        "CHORUS_ORCH_MAX_HISTORY_MESSAGES": "8",
+        **TURN_LIMITS,
     }
 
 
@@ -262,7 +265,7 @@ def gateway(
         tts=tts_piper,
         llm=llm_llama_cpp,
         image=image_diffusers,
-        CHORUS_GATEWAY_MAX_HISTORY_MESSAGES="8",
+        **TURN_LIMITS,
     )
     with running_gateway(env, logs, "suite", ready="/readyz") as proc:
         yield proc

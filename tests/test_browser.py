@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from chorus.v1 import tts_pb2
 
 from services.launcher import ServiceProcess
-from tests.conftest import orchestrator_env, tts_stub
+from tests.conftest import TURN_LIMITS, orchestrator_env, tts_stub
 from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
 from tests.support.services import running
 from tests.support.speech import read_wav, wav_bytes, word_overlap
@@ -44,7 +45,7 @@ def suite(
             tts=tts_piper,
             llm=llm_llama_cpp,
             image=image_diffusers,
-            CHORUS_GATEWAY_MAX_HISTORY_MESSAGES="8",
+            **TURN_LIMITS,
         )
         with running_gateway(genv, logs, "browser", ready="/readyz") as gateway:
             yield orchestrator, gateway
@@ -200,6 +201,22 @@ def test_c_keep_listening_sends_after_a_pause(page):
     page.wait_for_timeout(1500)  # the microphone is silent now: no second turn starts
     assert page.locator(".msg.user").count() == 1
     assert page.locator("#error").is_hidden()
+
+
+def test_c_history_is_kept_within_the_turn_limits(page, suite):
+    """The page trims its history to the orchestrator's limits, which it learns from
+    /api/config (8 messages in this suite), never to numbers of its own."""
+    _, gateway = suite
+    served = requests.get(f"{gateway.url}/api/config", timeout=10).json()
+    assert page.evaluate("limits") == served and served["max_history_messages"] == 8
+    page.evaluate("for (let i = 0; i < 10; i++) remember(`question ${i}`, `answer ${i}`)")
+    history = page.evaluate("JSON.parse(localStorage.getItem('chorus.history'))")
+    assert [m["content"] for m in history[-2:]] == ["question 9", "answer 9"]
+    assert len(history) == 8
+    chars = served["max_history_chars"]
+    page.evaluate(f"remember('q'.repeat({chars // 2}), 'a'.repeat({chars // 2}))")
+    history = page.evaluate("JSON.parse(localStorage.getItem('chorus.history'))")
+    assert sum(len(m["content"]) for m in history) <= chars and len(history) == 2
 
 
 def test_d_orchestrator_down_shows_a_clear_error(page, suite):
