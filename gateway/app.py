@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
@@ -105,14 +106,21 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
         return jsonify(ApiError(500, "internal error in the gateway", "internal").body()), 500
 
 
-_PAGE = {200: (None, "The file")}
-_PAGE_MEDIA = {200: dict.fromkeys(("text/html", "text/javascript", "text/css"), TEXT)}
-_TO_INTERFACE = {302: (None, "To /api/interface/")}
+_documented_page = partial(
+    documented,
+    tag="browser",
+    answer=(None, "The file"),
+    media=dict.fromkeys(("text/html", "text/javascript", "text/css"), TEXT),
+    public=True,
+)
+_documented_redirect = partial(
+    documented, tag="browser", answer=(None, "To /api/interface/"), status=302, errors=()
+)
 
 
 def _register_frontend(app: Flask) -> None:
     @app.get("/")
-    @documented("openRoot", tag="browser", responses=_TO_INTERFACE)
+    @_documented_redirect("openRoot")
     def _root() -> ResponseReturnValue:
         """The browser interface's address
 
@@ -121,26 +129,19 @@ def _register_frontend(app: Flask) -> None:
         return redirect("/api/interface/", code=302)
 
     @app.get("/api/interface")
-    @documented("openInterface", tag="browser", responses=_TO_INTERFACE, public=True)
+    @_documented_redirect("openInterface", public=True)
     def _to_interface() -> ResponseReturnValue:
         """The browser interface's address"""
         return redirect("/api/interface/", code=302)
 
     @app.get("/api/interface/")
-    @documented("getInterface", tag="browser", responses=_PAGE, media=_PAGE_MEDIA, public=True)
+    @_documented_page("getInterface", errors=())
     def _index() -> Response:
         """The browser interface"""
         return _static("index.html")
 
     @app.get("/api/interface/<path:name>")
-    @documented(
-        "getInterfaceFile",
-        tag="browser",
-        responses=_PAGE,
-        media=_PAGE_MEDIA,
-        errors=(404,),
-        public=True,
-    )
+    @_documented_page("getInterfaceFile", errors=(404,))
     def _static(name: str) -> Response:
         """A file of the browser interface"""
         response = send_from_directory(FRONTEND_DIR, name, max_age=0)

@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway.channels import HEALTH_METADATA
 from gateway.context import call_options, settings_of, stubs_of
-from gateway.openapi import document, documented
+from gateway.openapi import OBJECT, document, documented
 from gateway.responses import Readiness, Status
 from services.catalog import BY_NAME
 
@@ -21,7 +21,7 @@ blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/healthz")
-@documented("healthz", tag="health", responses={200: Status}, public=True)
+@documented("healthz", "health", Status, errors=(), public=True)
 def healthz() -> Response:
     """Liveness
 
@@ -32,10 +32,7 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 @documented(
-    "readyz",
-    tag="health",
-    responses={200: Readiness, 503: (Readiness, "Not ready")},
-    public=True,
+    "readyz", "health", Readiness, other={503: (Readiness, "Not ready")}, errors=(), public=True
 )
 def readyz() -> tuple[Response, int]:
     """Ready when the orchestrator is SERVING
@@ -60,9 +57,10 @@ def readyz() -> tuple[Response, int]:
 @blueprint.get("/openapi.json")
 @documented(
     "openapi",
-    tag="health",
-    responses={200: (None, "This document (OpenAPI 3.1)")},
-    media={200: {"application/json": {"type": "object"}}},
+    "health",
+    (None, "This document (OpenAPI 3.1)"),
+    media={"application/json": OBJECT},
+    errors=(),
     public=True,
 )
 def openapi() -> Response:

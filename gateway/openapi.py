@@ -30,9 +30,10 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from spectree.utils import get_model_key, parse_code
 
 from gateway.context import state_of
+from gateway.errors import SERVICE_ERRORS
 from gateway.responses import ErrorResponse
 
-__all__ = ["BINARY", "TEXT", "document", "documented", "spec"]
+__all__ = ["BINARY", "OBJECT", "TEXT", "document", "documented", "spec"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 MediaSchema = type[BaseModel] | dict[str, Any]
@@ -40,12 +41,13 @@ MediaSchema = type[BaseModel] | dict[str, Any]
 
 BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
 TEXT: dict[str, Any] = {"type": "string"}
+OBJECT: dict[str, Any] = {"type": "object"}
 
 _ERROR_WORDS: dict[int, str] = {
     400: "Invalid input; error.param names the field at fault",
     401: "Missing or wrong API key (when the gateway has one)",
     403: "The service refused the request",
-    404: "Unknown model or voice",
+    404: "Not found: an unknown model, voice or file",
     409: "Conflict or aborted in the service",
     413: "The body is larger than the upload limit",
     429: "Over a limit, or the service is busy",
@@ -160,11 +162,14 @@ spec = SpecTree(
 
 def documented(
     operation_id: str,
-    *,
     tag: str,
-    responses: Mapping[int, Any],
-    media: Mapping[int, Mapping[str, MediaSchema]] | None = None,
-    errors: Iterable[int] = (),
+    answer: Any,
+    *,
+    status: int = 200,
+    media: Mapping[str, MediaSchema] | None = None,
+    events: MediaSchema | None = None,
+    other: Mapping[int, Any] | None = None,
+    errors: Iterable[int] = SERVICE_ERRORS,
     json: type[BaseModel] | None = None,
     form: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
@@ -175,29 +180,38 @@ def documented(
     Args:
         operation_id: OpenAI's name for the operation where it has one (``createSpeech``).
         tag: the group it is listed under.
-        responses: status -> model, ``None`` (no JSON body) or ``(model or None, description)``.
-        media: status -> media type -> model or schema, for bodies other than JSON.
-        errors: the statuses it can answer with an ``ErrorResponse``, besides 400 (any route),
-            401 (unless ``public``) and 413 (when it takes a body).
+        answer: its success answer: a model, ``None`` (no JSON body) or ``(model or None,
+            description)``; ``status`` is that answer's status.
+        media: media type -> model or schema, for success bodies other than JSON.
+        events: the data of each Server-Sent Event, when it answers with a stream of them
+            (and 502 when the stream ends before its first event).
+        other: more statuses and their answers (a 503 that is not an error, say).
+        errors: what it can answer with an ``ErrorResponse``, besides 400 (any route), 401
+            (unless ``public``) and 413 (when it takes a body); by default every status a
+            failed gRPC call becomes, since most routes make one.
         json, form, query: the models of its JSON body, multipart body or query string.
-        public: it needs no API key (the gateway's ``PUBLIC_PATHS``).
+        public: it needs no API key (``gateway.auth.PUBLIC_PATHS``).
     """
     codes = {400, *errors}
     if not public:
         codes.add(401)
     if json is not None or form is not None:
         codes.add(413)
+    if events is not None:
+        media = {**(media or {}), "text/event-stream": events}
+        codes.add(502)
     answers: dict[str, Any] = {
         f"HTTP_{code}": (ErrorResponse, _ERROR_WORDS.get(code, HTTPStatus(code).phrase))
         for code in sorted(codes)
     }
-    answers.update({f"HTTP_{code}": answer for code, answer in responses.items()})
-    other = {f"HTTP_{code}": types for code, types in (media or {}).items()}
+    answers.update(
+        {f"HTTP_{code}": value for code, value in {status: answer, **(other or {})}.items()}
+    )
     return spec.validate(
         json=json,
         form=form,
         query=query,
-        resp=_Responses(other, **answers),
+        resp=_Responses({f"HTTP_{status}": media or {}}, **answers),
         tags=[_TAGS.get(tag, Tag(name=tag))],
         security={} if public else None,
         operation_id=operation_id,

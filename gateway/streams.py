@@ -95,22 +95,22 @@ class _Internal(grpc.RpcError, grpc.Call):
     def details(self) -> str:
         return self._message
 
-    def initial_metadata(self):  # pragma: no cover - grpc.Call interface
+    def initial_metadata(self) -> tuple[()]:  # pragma: no cover - grpc.Call interface
         return ()
 
-    def trailing_metadata(self):
+    def trailing_metadata(self) -> tuple[()]:
         return ()
 
     def is_active(self) -> bool:  # pragma: no cover
         return False
 
-    def time_remaining(self):  # pragma: no cover
-        return None
+    def time_remaining(self) -> float:  # pragma: no cover - the call is over: none remains
+        return 0.0
 
     def cancel(self) -> bool:  # pragma: no cover
         return False
 
-    def add_callback(self, callback) -> bool:  # pragma: no cover
+    def add_callback(self, callback: Any) -> bool:  # pragma: no cover
         return False
 
 

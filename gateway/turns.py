@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from google.protobuf.json_format import MessageToDict
 
 from gateway.context import call_options, settings_of, stubs_of
-from gateway.errors import SERVICE_ERRORS, ApiError, bad_request, event_error, from_rpc_error
+from gateway.errors import ApiError, bad_request, event_error, from_rpc_error
 from gateway.openapi import TEXT, documented
 from gateway.parsing import json_body, validate
 from gateway.responses import ClientConfig, Voice, VoiceList
@@ -127,12 +127,11 @@ def event_payload(event: orchestrator_pb2.TurnEvent) -> tuple[str, dict[str, Any
 @blueprint.post("/api/turns")
 @documented(
     "createTurn",
-    tag="browser",
+    "browser",
+    (None, "The turn's events as Server-Sent Events"),
+    events=TEXT,
     json=TextTurnRequest,
     form=TurnUpload,
-    responses={200: (None, "The turn's events as Server-Sent Events")},
-    media={200: {"text/event-stream": TEXT}},
-    errors=(*SERVICE_ERRORS, 502),
 )
 def post_turn() -> Response:
     """One conversational turn, streamed as Server-Sent Events
@@ -196,13 +195,7 @@ def post_turn() -> Response:
 
 
 @blueprint.get("/api/voices")
-@documented(
-    "listVoices",
-    tag="browser",
-    query=VoicesQuery,
-    responses={200: VoiceList},
-    errors=SERVICE_ERRORS,
-)
+@documented("listVoices", "browser", VoiceList, query=VoicesQuery)
 def voices() -> Response:
     """Voices of the TTS service"""
     language = request.args.get("language", "")
@@ -226,7 +219,7 @@ def voices() -> Response:
 
 
 @blueprint.get("/api/config")
-@documented("getConfig", tag="browser", responses={200: ClientConfig})
+@documented("getConfig", "browser", ClientConfig, errors=())
 def config() -> Response:
     """Limits the browser applies before sending (the gateway enforces them anyway): the
     orchestrator's turn limits, and the gateway's own upload limit."""

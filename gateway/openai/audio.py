@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 
 from chorus.v1 import common_pb2, stt_pb2, tts_pb2
 from flask import Blueprint, Response, jsonify, request, stream_with_context
@@ -38,10 +39,13 @@ SPEECH_MIME = {
 OPENAI_PCM_RATE = 24_000
 """OpenAI's ``pcm`` is 16-bit mono at 24 kHz; clients play it at that rate."""
 
-_TRANSCRIPT_MEDIA = {200: {"text/plain": TEXT, "text/vtt": TEXT}}
-_TRANSCRIPT_OK = {
-    200: (Transcription, "The transcript (json, verbose_json); srt and text come as text/plain")
-}
+_documented_transcript = partial(
+    documented,
+    tag="audio",
+    answer=(Transcription, "The transcript (json, verbose_json); srt, text and vtt as text"),
+    media={"text/plain": TEXT, "text/vtt": TEXT},
+    form=TranscriptionUpload,
+)
 
 
 def _transcription(task: stt_pb2.Task) -> Response:
@@ -114,14 +118,7 @@ def _transcription(task: stt_pb2.Task) -> Response:
 
 
 @blueprint.post("/transcriptions")
-@documented(
-    "createTranscription",
-    tag="audio",
-    form=TranscriptionUpload,
-    responses=_TRANSCRIPT_OK,
-    media=_TRANSCRIPT_MEDIA,
-    errors=SERVICE_ERRORS,
-)
+@_documented_transcript("createTranscription")
 def transcriptions() -> Response:
     """Transcribe audio
 
@@ -131,14 +128,7 @@ def transcriptions() -> Response:
 
 
 @blueprint.post("/translations")
-@documented(
-    "createTranslation",
-    tag="audio",
-    form=TranscriptionUpload,
-    responses=_TRANSCRIPT_OK,
-    media=_TRANSCRIPT_MEDIA,
-    errors=SERVICE_ERRORS,
-)
+@_documented_transcript("createTranslation")
 def translations() -> Response:
     """Translate speech into English text
 
@@ -150,11 +140,11 @@ def translations() -> Response:
 @blueprint.post("/speech")
 @documented(
     "createSpeech",
-    tag="audio",
-    json=SpeechRequest,
-    responses={200: (None, "The speech in response_format, streamed as it is synthesized")},
-    media={200: dict.fromkeys(SPEECH_MIME.values(), BINARY)},
+    "audio",
+    (None, "The speech in response_format, streamed as it is synthesized"),
+    media=dict.fromkeys(SPEECH_MIME.values(), BINARY),
     errors=(*SERVICE_ERRORS, 502),
+    json=SpeechRequest,
 )
 def speech() -> Response:
     """Synthesize speech, streamed by sentence

@@ -12,7 +12,7 @@ from chorus.v1 import llm_pb2
 from flask import Blueprint, Response, jsonify, stream_with_context
 
 from gateway.context import call_options, settings_of, stubs_of
-from gateway.errors import SERVICE_ERRORS, ApiError, from_rpc_error
+from gateway.errors import ApiError, from_rpc_error
 from gateway.openai.common import model_id, started
 from gateway.openapi import documented
 from gateway.parsing import check_text, json_body, validate
@@ -76,17 +76,10 @@ def _request(body: ChatCompletionRequest) -> llm_pb2.GenerateTextRequest:
 @blueprint.post("/completions")
 @documented(
     "createChatCompletion",
-    tag="chat",
+    "chat",
+    (ChatCompletion, "The completion; with stream, events of ChatCompletionChunk, then [DONE]"),
+    events=ChatCompletionChunk,
     json=ChatCompletionRequest,
-    responses={
-        200: (
-            ChatCompletion,
-            "The completion; with stream, Server-Sent Events whose data are "
-            "ChatCompletionChunk objects, then [DONE]",
-        )
-    },
-    media={200: {"text/event-stream": ChatCompletionChunk}},
-    errors=(*SERVICE_ERRORS, 502),
 )
 def completions() -> Response:
     """Create a chat completion, optionally streamed

@@ -10,7 +10,7 @@ from chorus.v1 import image_pb2
 from flask import Blueprint, Response, jsonify
 
 from gateway.context import call_options, settings_of, stubs_of
-from gateway.errors import SERVICE_ERRORS, ApiError, bad_request, from_rpc_error
+from gateway.errors import ApiError, bad_request, from_rpc_error
 from gateway.openai.common import model_id
 from gateway.openapi import documented
 from gateway.parsing import check_text, json_body, validate
@@ -25,13 +25,7 @@ _DATA_URL = "data:image/png;base64,"
 
 
 @blueprint.post("/generations")
-@documented(
-    "createImage",
-    tag="images",
-    json=ImageRequest,
-    responses={200: ImagesResponse},
-    errors=SERVICE_ERRORS,
-)
+@documented("createImage", "images", ImagesResponse, json=ImageRequest)
 def generations() -> Response:
     """Generate images
 

@@ -28,7 +28,7 @@ def _card(model_id: str, kind: str, loaded: bool) -> ModelCard:
 
 
 @blueprint.get("/models")
-@documented("listModels", tag="models", responses={200: ModelList}, errors=(503,))
+@documented("listModels", "models", ModelList, errors=(503,))
 def list_models() -> Response:
     """List the models of every service
 
