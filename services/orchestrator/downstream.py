@@ -21,7 +21,7 @@ from services.orchestrator.settings import OrchestratorSettings
 
 
 def _name(module: object, service: str) -> str:
-    return module.DESCRIPTOR.services_by_name[service].full_name  # type: ignore[attr-defined]
+    return str(module.DESCRIPTOR.services_by_name[service].full_name)  # type: ignore[attr-defined]
 
 
 STT = _name(stt_pb2, "SpeechToText")
@@ -65,4 +65,4 @@ class Downstream:
 
     async def close(self) -> None:
         for channel in self.channels:
-            await channel.close()
+            await channel.close(None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from chorus.v1 import orchestrator_pb2 as pb
@@ -21,6 +22,13 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.stages import TurnContext
 from services.orchestrator.turn import Turn
 
+# Where RunTurn's one reply keeps each kind of Converse event: the last one, or every one (the
+# partial transcripts, reply deltas and image progress of a stream have no place in it).
+_ONE = {"transcript_final": "transcript", "reply_final": "reply", "turn_timings": "timings"}
+_EACH = {"audio_chunk": "audio", "image_result": "images", "error": "errors"}
+# Either RPC's context: only its deadline is read.
+Context = grpc.aio.ServicerContext[Any, Any]
+
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, settings: OrchestratorSettings, downstream: Downstream) -> None:
@@ -28,12 +36,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._downstream = downstream
         self._turns = asyncio.Semaphore(settings.max_turns)
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+    def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
         budget = self._settings.turn_timeout if remaining is None else remaining
         return time.monotonic() + budget
 
-    def _turn(self, config: pb.TurnConfig, context: grpc.aio.ServicerContext) -> Turn:
+    def _turn(self, config: pb.TurnConfig, context: Context) -> Turn:
         return Turn(
             TurnContext(
                 config, self._settings, self._downstream, request_id.get(), self._deadline(context)
@@ -49,7 +57,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     # -- RPCs -----------------------------------------------------------------------------
 
     async def Converse(
-        self, request_iterator: AsyncIterator[pb.ConverseRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ConverseRequest],
+        context: grpc.aio.ServicerContext[pb.ConverseRequest, pb.TurnEvent],
     ) -> AsyncIterator[pb.TurnEvent]:
         self._admit()
         async with self._turns:
@@ -66,7 +76,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 yield event
 
     async def RunTurn(
-        self, request: pb.RunTurnRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.RunTurnRequest,
+        context: grpc.aio.ServicerContext[pb.RunTurnRequest, pb.RunTurnResponse],
     ) -> pb.RunTurnResponse:
         self._admit()
         async with self._turns:
@@ -76,16 +88,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             response = pb.RunTurnResponse(turn_id=turn.turn_id)
             async for event in turn.events(inputs):
                 kind = event.WhichOneof("event")
-                if kind == "transcript_final":
-                    response.transcript.CopyFrom(event.transcript_final)
-                elif kind == "reply_final":
-                    response.reply.CopyFrom(event.reply_final)
-                elif kind == "audio_chunk":
-                    response.audio.append(event.audio_chunk)
-                elif kind == "image_result":
-                    response.images.append(event.image_result)
-                elif kind == "turn_timings":
-                    response.timings.CopyFrom(event.turn_timings)
-                elif kind == "error":
-                    response.errors.append(event.error)
+                if kind in _ONE:
+                    getattr(response, _ONE[kind]).CopyFrom(getattr(event, kind))
+                elif kind in _EACH:
+                    getattr(response, _EACH[kind]).append(getattr(event, kind))
             return response

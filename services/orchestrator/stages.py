@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 from chorus.v1 import orchestrator_pb2 as pb
@@ -44,7 +45,7 @@ Stage = pb.Stage
 class StageFailed(Exception):
     """Stage ``stage`` of a turn failed with ``error``, whose message is safe to show."""
 
-    def __init__(self, stage: int, error: ChorusError) -> None:
+    def __init__(self, stage: pb.Stage, error: ChorusError) -> None:
         super().__init__(error.message)
         self.stage = stage
         self.error = error
@@ -53,7 +54,7 @@ class StageFailed(Exception):
 def _named_field(error: grpc.aio.AioRpcError) -> str | None:
     """The request field a service's ``google.rpc.BadRequest`` detail names, if any."""
     try:
-        status = rpc_status.from_call(error)
+        status = rpc_status.from_call(cast(grpc.Call, error))  # same code/details/trailers
     except ValueError:  # inconsistent details: keep the code and the message alone
         return None
     for detail in status.details if status is not None else ():
@@ -61,13 +62,13 @@ def _named_field(error: grpc.aio.AioRpcError) -> str | None:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             if bad.field_violations:
-                return bad.field_violations[0].field
+                return str(bad.field_violations[0].field)
     return None
 
 
 @contextmanager
 def stage_errors(
-    stage: int, service: str, fields: Mapping[str, str] | None = None
+    stage: pb.Stage, service: str, fields: Mapping[str, str] | None = None
 ) -> Iterator[None]:
     """Run one stage's calls to ``service``; a failure leaves as ``StageFailed(stage, ...)``.
 
@@ -144,7 +145,7 @@ class TurnContext:
             raise DeadlineExceeded("the turn's deadline passed")
         return min(stage_timeout, remaining)
 
-    def report(self, stage: int, error: ChorusError, *, fatal: bool) -> None:
+    def report(self, stage: pb.Stage, error: ChorusError, *, fatal: bool) -> None:
         """Count, log and emit a stage's failure; a fatal one is the turn's last event."""
         TURN_ERRORS.labels(pb.Stage.Name(stage), error.code.name).inc()
         if fatal:
