@@ -34,7 +34,7 @@ $(GEN_STAMP): $(PROTOS) scripts/gen_protos.py $(VENV)/.ready
 	@touch $@
 
 run: env protos
-	CHORUS_ENVOY=$(ENVOY) $(PY) -m services.launcher
+	CHORUS_ENVOY=$(ENVOY) $(PY) -m devtools.launcher
 
 test: env system-deps protos
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -50,7 +50,7 @@ bench: env system-deps protos
 	$(PY) bench/scale.py
 
 lint: env
-	$(PY) -m ruff check services gateway deploy tests bench scripts
+	$(PY) -m ruff check services gateway deploy devtools tests bench scripts
 
 # The Envoy config (deploy/envoy/envoy.yaml.j2), rendered both ways and checked by the real binary.
 envoy-validate: env

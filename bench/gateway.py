@@ -37,8 +37,8 @@ from chorus.v1 import (
 )
 
 from bench.timing import alternate
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ROOT, ServiceProcess, free_port
 from tests.support.gateway import NOWHERE, GatewayProcess, gateway_env
 
 REPEATS = 7

@@ -24,7 +24,7 @@ import grpc
 from chorus.v1 import image_pb2, image_pb2_grpc, llm_pb2, llm_pb2_grpc
 
 from bench.timing import alternate
-from services.launcher import ROOT, ServiceProcess, free_port
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.llm.backends.base import Message
 from services.llm.backends.llama_cpp_local import transcript_prompt
 from tests.support.llm_servers import IMAGE_SPEC, LLM_SPEC, gemma_gguf

@@ -20,9 +20,9 @@ import grpc
 import psutil
 from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
-from deploy.envoy.local import running_envoy
+from devtools.envoy import running_envoy
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ServiceProcess, free_port
 
 REQUESTS = 24
 CONCURRENCY = 4

@@ -25,9 +25,9 @@ from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from faster_whisper import WhisperModel
 
 from bench.timing import alternate, timed
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
 from services.common.audio import decode_audio
-from services.launcher import ROOT, ServiceProcess, free_port
 from services.stt.backends.base import TranscribeOptions
 from services.stt.backends.faster_whisper import FasterWhisperBackend
 from services.stt.weights import resolve_faster_whisper_model

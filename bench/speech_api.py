@@ -25,8 +25,8 @@ from chorus.v1 import stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from piper import PiperVoice
 
 from bench.timing import alternate, timed
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ROOT, ServiceProcess, free_port
 from tests.support.speech import wav_bytes
 
 REPEATS = 5

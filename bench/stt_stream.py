@@ -38,9 +38,9 @@ import numpy as np
 import psutil
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
 from services.common.audio import resample
-from services.launcher import ROOT, ServiceProcess, free_port
 from services.stt import streaming
 from services.tts.backends.piper import PiperBackend
 

@@ -30,9 +30,9 @@ from chorus.v1 import (
     orchestrator_pb2 as pb,
 )
 
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, SERVICES
 from services.common.text import pop_complete_sentences
-from services.launcher import ServiceProcess, free_port
 from tests.support.speech import read_wav, wav_bytes
 
 REPEATS = 5

@@ -1,7 +1,7 @@
 """The one list of Chorus services: names, ports, env prefixes, contracts and who calls whom.
 
 Every place that needs to know the suite reads it here: the local launcher
-(``services/launcher.py``), the Envoy renderer (``deploy/envoy/render.py``), the container
+(``devtools/launcher.py``), the Envoy renderer (``deploy/envoy/render.py``), the container
 entrypoint and healthcheck (``deploy/docker/``), the gateway's channels, the services' settings
 defaults and the tests. ``docker-compose.yml`` and ``deploy/k8s/`` are checked against it by
 ``tests/test_deploy_static.py``, so a port or a prefix changed here and not there fails a test.

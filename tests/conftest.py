@@ -9,7 +9,7 @@ import grpc
 import pytest
 from chorus.v1 import stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
-from services.launcher import ServiceProcess
+from devtools.processes import ServiceProcess
 from tests.support.backends import each_backend
 from tests.support.openai_speech_server import OpenAISpeechServer
 from tests.support.services import running

@@ -15,7 +15,7 @@ import pytest
 import requests
 from chorus.v1 import tts_pb2
 
-from services.launcher import ServiceProcess
+from devtools.processes import ServiceProcess
 from tests.conftest import TURN_LIMITS, orchestrator_env, tts_stub
 from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
 from tests.support.services import running

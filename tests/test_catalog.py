@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pool
 
+from devtools.launcher import start_order
 from services.catalog import BY_NAME, DEPENDED_ON, MODEL_KINDS, SERVICES, Service
-from services.launcher import start_order
 
 ROOT = Path(__file__).resolve().parent.parent
 

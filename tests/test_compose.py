@@ -25,8 +25,8 @@ import openai
 import pytest
 import requests
 
+from devtools.processes import free_port
 from services.catalog import SERVICES
-from services.launcher import free_port
 from tests.support.containers import (
     Compose,
     Docker,

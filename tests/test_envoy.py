@@ -27,8 +27,9 @@ from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from deploy.envoy.render import Endpoint, Options, container_endpoints, render, validate
+from devtools.launcher import running_suite
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER, SERVICES
-from services.launcher import ServiceProcess, free_port, running_suite
 from tests.support.envoy import EnvoyProcess, running_envoy
 from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak

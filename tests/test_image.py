@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from PIL import Image
 
+from devtools.processes import ServiceProcess
 from services.image.backends.base import Progress
 from services.image.servicer import throttle_progress
-from services.launcher import ServiceProcess
 from tests.conftest import IMAGE_LIMITS
 from tests.support.backends import each_backend
 from tests.support.hf_fake import VALID_TOKEN, FakeHfInference, fake_hf_inference

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ServiceProcess, free_port
 from tests.conftest import stt_stub, tts_stub
 from tests.support.services import metric_value, running, scrape
 from tests.support.speech import espeak, wav_bytes

@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
-from services.launcher import ServiceProcess
+from devtools.processes import ServiceProcess
 from tests.conftest import LLM_LIMITS
 from tests.support.backends import each_backend
 from tests.support.llm_servers import LLM_SPEC, gemma_gguf, llama_openai_server, serving
@@ -301,7 +301,7 @@ def test_openai_key_never_logged_and_bad_key_unauthenticated(llm_openai, openai_
 
 
 def test_openai_server_unreachable_is_unavailable(llm_logs):
-    from services.launcher import free_port
+    from devtools.processes import free_port
 
     env = {
         **LIMITS,

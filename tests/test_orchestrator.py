@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from PIL import Image
 
-from services.launcher import ServiceProcess
+from devtools.processes import ServiceProcess
 from tests.conftest import orchestrator_env, tts_stub
 from tests.support.services import metric_value, running, scrape
 from tests.support.speech import decode_any, read_wav

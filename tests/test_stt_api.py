@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from chorus.v1 import common_pb2, stt_pb2
 
+from devtools.processes import free_port
 from services.common.audio import decode_audio
-from services.launcher import free_port
 from services.stt.backends.openai_api import SAMPLE_RATE, UPLOAD_LIMIT_BYTES, _wav
 from tests.conftest import OPENAI_API_KEY, stt_openai_api_env, stt_stub
 from tests.support.services import running

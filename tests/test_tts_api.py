@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from chorus.v1 import common_pb2, tts_pb2
 
-from services.launcher import ServiceProcess, free_port
+from devtools.processes import ServiceProcess, free_port
 from tests.conftest import OPENAI_API_KEY, tts_openai_api_env, tts_stub
 from tests.support.services import running
 from tests.support.speech import read_wav

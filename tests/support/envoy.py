@@ -1,5 +1,5 @@
 """Real Envoy on loopback for tests (the same code `make run ENVOY=1` uses)."""
 
-from deploy.envoy.local import EnvoyProcess, running_envoy
+from devtools.envoy import EnvoyProcess, running_envoy
 
 __all__ = ["EnvoyProcess", "running_envoy"]

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ServiceProcess, free_port
 from tests.support.services import started
 
 NOWHERE = "127.0.0.1:9"

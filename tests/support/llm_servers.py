@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, Service
-from services.launcher import ServiceProcess, free_port
 from tests.support.services import started
 
 LLM_SPEC = BY_NAME["llm"]

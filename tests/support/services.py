@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
-from services.launcher import ServiceProcess, free_port
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Real Envoy on loopback: rendered from the template, started, read via its admin API.
 
-Used by `make run ENVOY=1` (services/launcher.py) and by the tests.
+Used by `make run ENVOY=1` (devtools/launcher.py) and by the tests.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.envoy.render import Endpoint, Options, envoy_binary, render
-from services.launcher import ServiceProcess, free_port
+from devtools.processes import ServiceProcess, free_port
 
 
 @dataclass

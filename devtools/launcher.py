@@ -5,7 +5,7 @@ would in a container; the launcher starts a service once every service it calls 
 on the official health service, prints the addresses, and on Ctrl-C (or SIGTERM) stops them all
 with SIGTERM so in-flight calls drain. With ``CHORUS_ENVOY=1`` a real Envoy sits between the
 callers and the services they call, as in the containers. Tests start services with the same
-``ServiceProcess`` class, and a whole suite with ``running_suite``.
+``ServiceProcess`` class (``devtools.processes``), and a whole suite with ``running_suite``.
 """
 
 from __future__ import annotations
@@ -15,122 +15,14 @@ import functools
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from devtools.envoy import EnvoyProcess, running_envoy
+from devtools.processes import ROOT, ServiceProcess
 from services.catalog import BY_NAME, DEPENDED_ON, ENVOY, SERVICES, Service
-
-if TYPE_CHECKING:
-    from deploy.envoy.local import EnvoyProcess
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServiceProcess:
-    """One service process: started with its env, ready when health says SERVING."""
-
-    spec: Service
-    port: int
-    metrics_port: int
-    """0 for a service without metrics (the gateway)."""
-    env: Mapping[str, str] = field(default_factory=dict)
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = None
-    observed_health: list[int | None] = field(default_factory=list)
-    """Health statuses seen while waiting for readiness (None: not answering yet)."""
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> ServiceProcess:
-        env = {**self.spec.offline_defaults, **os.environ}
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "gen"), str(ROOT), env.get("PYTHONPATH", "")]
-        )
-        env[self.spec.env("host")] = "127.0.0.1"
-        env[self.spec.env("port")] = str(self.port)
-        if self.spec.metrics_port is not None:
-            env[self.spec.env("metrics_port")] = str(self.metrics_port)
-        # A local process whose model cannot load exits, so `make run` and the tests say so at
-        # once (containers keep it up and unhealthy instead; see ModelServiceSettings).
-        env.setdefault(self.spec.env("exit_on_load_failure"), "true")
-        env.update(self.env)
-        out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", self.spec.module],
-            env=env,
-            cwd=ROOT,
-            stdout=out or None,
-            stderr=subprocess.STDOUT if out else None,
-        )
-        return self
-
-    def health(self, timeout: float = 1.0) -> int | None:
-        """The health status, or None when the server does not answer."""
-        if self.spec.protocol == "http":
-            try:
-                with urllib.request.urlopen(
-                    f"http://{self.address}{self.spec.ready_path}", timeout=timeout
-                ):
-                    return health_pb2.HealthCheckResponse.SERVING
-            except urllib.error.HTTPError:
-                return health_pb2.HealthCheckResponse.NOT_SERVING
-            except (urllib.error.URLError, OSError):
-                return None
-        with grpc.insecure_channel(self.address) as channel:
-            try:
-                response = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
-                )
-            except grpc.RpcError:
-                return None
-            return response.status
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.spec.name} exited with code {self.process.returncode} "
-                    "before it was ready"
-                )
-            status = self.health()
-            if not self.observed_health or self.observed_health[-1] != status:
-                self.observed_health.append(status)
-            if status == health_pb2.HealthCheckResponse.SERVING:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.spec.name} was not SERVING within {timeout:.0f} s")
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM (drain), then SIGKILL if it does not exit within ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
 
 
 def start_order(names: Iterable[str]) -> list[list[str]]:
@@ -171,8 +63,6 @@ def running_suite(
         for wave in start_order(processes):
             procs = [processes[name] for name in wave]
             if envoy_ports and envoy is None and any(p.spec.dependencies for p in procs):
-                from deploy.envoy.local import running_envoy  # it imports this module
-
                 fronted = {name: [processes[name]] for name in DEPENDED_ON if name in processes}
                 listen, admin = envoy_ports
                 envoy = stack.enter_context(
