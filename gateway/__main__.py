@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from gateway.app import create_app
@@ -17,7 +18,7 @@ from gateway.settings import GatewaySettings
 from services.common.logs import configure_logging
 
 
-class GatewayServer(BaseApplication):
+class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         super().__init__()
@@ -43,7 +44,7 @@ class GatewayServer(BaseApplication):
         for key, value in options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Any:
+    def load(self) -> Flask:
         return create_app(self.settings)
 
 

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -27,7 +27,17 @@ log = logging.getLogger(__name__)
 REQUEST_ID_KEY = "x-request-id"
 
 
-def _request_id_from(context: grpc.aio.ServicerContext) -> str:
+Context = grpc.aio.ServicerContext[Any, Any]
+"""A call's context: the interceptor wraps every method, whatever its message types."""
+UnaryHandler = Callable[[Any, Context], Awaitable[Any]]
+StreamHandler = Callable[[Any, Context], AsyncIterator[Any]]
+if TYPE_CHECKING:  # generic in grpc-stubs only: subscripting it fails at run time
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+def _request_id_from(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and value:
             return str(value)[:128]
@@ -47,47 +57,57 @@ async def _abort_for(exc: BaseException, scope: _CallScope) -> None:
     code, message = _status_for(exc)
     scope.close(code.name)
     if isinstance(exc, ChorusError):
-        await scope.context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
+        # grpc.aio's context has abort_with_status (grpc >= 1.38); grpc-stubs 1.53 lacks it.
+        await scope.context.abort_with_status(  # type: ignore[attr-defined]
+            rpc_status.to_status(to_rpc_status(exc))
+        )
     await scope.context.abort(code, message)
 
 
-def _status_name(context: grpc.aio.ServicerContext) -> str:
+def _status_name(context: Context) -> str:
     code = context.code()
     if code is None:
         return "OK"
     return code.name if isinstance(code, grpc.StatusCode) else grpc.StatusCode(code).name
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(_Interceptor):
     """Wraps each handler: sets the request id, maps errors to statuses and records metrics."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None:
+        if handler is None:  # an unknown method (the stubs say it cannot be; grpc says it can)
             return handler
         method = handler_call_details.method
         if method.startswith("/grpc.health") or method.startswith("/grpc.reflection"):
             return handler
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-            wrapped = _wrap_unary(method, inner)
+        # grpc-stubs types a handler's behaviours as the synchronous API's; under grpc.aio they
+        # are coroutine functions (unary responses) and async generators (streamed ones).
+        unary = handler.unary_unary or handler.stream_unary
+        stream = handler.unary_stream or handler.stream_stream
+        wrapped: Callable[..., Any]
+        if unary is not None:
+            wrapped = _wrap_unary(method, cast(UnaryHandler, unary))
             factory = (
                 grpc.unary_unary_rpc_method_handler
                 if handler.unary_unary
                 else grpc.stream_unary_rpc_method_handler
             )
-        else:
-            inner = handler.unary_stream or handler.stream_stream
-            wrapped = _wrap_stream(method, inner)
+        elif stream is not None:
+            wrapped = _wrap_stream(method, cast(StreamHandler, stream))
             factory = (
                 grpc.unary_stream_rpc_method_handler
                 if handler.unary_stream
                 else grpc.stream_stream_rpc_method_handler
             )
+        else:
+            return handler
         return factory(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -98,7 +118,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 class _CallScope:
     """Per-call bookkeeping shared by the unary and streaming wrappers."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: str, context: Context) -> None:
         self.method = method
         self.context = context
         self.started = time.perf_counter()
@@ -120,8 +140,8 @@ class _CallScope:
         metrics.LATENCY.labels(self.method).observe(time.perf_counter() - self.started)
 
 
-def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+def _wrap_unary(method: str, inner: UnaryHandler) -> UnaryHandler:
+    async def handle(request: Any, context: Context) -> Any:
         scope = _CallScope(method, context)
         try:
             return await inner(request, context)
@@ -136,13 +156,13 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
     return handle
 
 
-def _wrap_stream(method: str, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+def _wrap_stream(method: str, inner: StreamHandler) -> StreamHandler:
+    async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
         scope = _CallScope(method, context)
         try:
             async for response in inner(request, context):
                 yield response
-        except (*_PASS_THROUGH, GeneratorExit) as exc:
+        except _STREAM_PASS_THROUGH as exc:
             scope.close(None if isinstance(exc, grpc.aio.AbortError) else "CANCELLED")
             raise
         except Exception as exc:  # every error must become a status
@@ -159,3 +179,4 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = (
     KeyboardInterrupt,
     SystemExit,
 )
+_STREAM_PASS_THROUGH: tuple[type[BaseException], ...] = (*_PASS_THROUGH, GeneratorExit)

@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from chorus.v1 import common_pb2
 
@@ -142,7 +142,7 @@ class ModelManager(Generic[M]):
 
 
 def list_models(
-    models: ModelManager[object], backend: str, descriptions: dict[str, str] | None = None
+    models: ModelManager[Any], backend: str, descriptions: dict[str, str] | None = None
 ) -> common_pb2.ListModelsResponse:
     """The ``ListModels`` answer for a service whose models are all run by one backend."""
     descriptions = descriptions or {}

@@ -12,7 +12,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +31,15 @@ __all__ = ["ChorusServer", "ServiceDefinition", "model_server", "models_and_work
 M = TypeVar("M")
 
 log = logging.getLogger(__name__)
+
+
+class _Health(Protocol):
+    """What the server uses of grpc_health's asyncio ``HealthServicer`` (``health.aio``, which
+    grpc_health's stubs leave out: they describe only the synchronous servicer)."""
+
+    async def set(self, service: str, status: int) -> None: ...
+
+    async def enter_graceful_shutdown(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class ChorusServer:
         self._services = list(services)
         self._warm_up = warm_up
         self._close = close
-        self.health = health.aio.HealthServicer()
+        self.health: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self._server = grpc.aio.server(
             interceptors=[ServiceInterceptor()],
@@ -130,7 +139,7 @@ def models_and_workers(
 def model_server(
     settings: ModelServiceSettings,
     service: ServiceDefinition,
-    models: ModelManager[object],
+    models: ModelManager[Any],
     pools: Sequence[WorkerPool],
 ) -> ChorusServer:
     """A ChorusServer for a model service: the default model is loaded before health says
