@@ -36,4 +36,4 @@ class TtsSettings(_Base):
     min_speed: float = Field(default=0.25, gt=0)
     max_speed: float = Field(default=4.0, gt=0)
     min_sample_rate_hz: int = Field(default=8000, ge=1000)
-    max_sample_rate_hz: int = Field(default=48000, le=192_000)
+    max_sample_rate_hz: int = Field(default=48000, ge=1000, le=192_000)
