@@ -8,11 +8,12 @@ export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)
 PROTOS := $(wildcard protos/chorus/v1/*.proto)
 GEN_STAMP := gen/.stamp
 
-.PHONY: env system-deps protos run test bench lint lock clean help envoy-validate
+.PHONY: env system-deps protos run test test-fast bench lint lock clean help envoy-validate
 
 help:
 	@echo "make run    start the whole suite on 127.0.0.1 and print its addresses"
 	@echo "make test   run the test suite"
+	@echo "make test-fast  the in-process tests only (no model, no server process): seconds"
 	@echo "make bench  run the benchmarks (bench/)"
 	@echo "make lint   ruff"
 	@echo "make lock   re-resolve pyproject.toml into requirements/lock.txt (uv, with hashes)"
@@ -38,6 +39,12 @@ run: env protos
 
 test: env system-deps protos
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast layer: in-process tests (stub channels, no model, no server process), seconds in all;
+# `make test` runs them too. The two files beside tests/fast/ are in-process as well.
+FAST_TESTS := tests/fast tests/test_registry.py tests/test_limits.py
+test-fast: env protos
+	$(PY) -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
 
 bench: env system-deps protos
 	$(PY) bench/speech.py
