@@ -132,8 +132,8 @@ class Registry(Generic[F]):
         ``backend`` field (default ``default``, checked against the registry's names) and one
         section per backend with knobs, each with its defaults.
 
-        Type checkers cannot follow a generated class: the kind's settings module declares, for
-        them only, ``base`` with ``backend: str`` (sections are read through ``options``).
+        Type checkers cannot follow a generated class: the kind's registry module hands them
+        ``base`` itself (``BackendServiceSettings``) under ``TYPE_CHECKING``.
         """
         self.get(default)
         fields: dict[str, Any] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ApiSettings", "ModelServiceSettings", "ServerSettings"]
+__all__ = ["ApiSettings", "BackendServiceSettings", "ModelServiceSettings", "ServerSettings"]
 
 
 class ServerSettings(BaseSettings):
@@ -64,6 +64,18 @@ class ModelServiceSettings(ServerSettings):
     """Unload a model unused for this long (0: never); it is reloaded on the next call."""
     cpu_threads: int = Field(default=0, ge=0, le=256)
     """Threads a model may use for one call; 0: the number of cores."""
+
+
+class BackendServiceSettings(ModelServiceSettings):
+    """A model service whose engine is picked by ``backend`` from its kind's registry.
+
+    What type checkers see: at run time each kind inherits
+    ``BACKENDS.settings_base(BackendServiceSettings, default=...)`` instead, which adds the
+    check of ``backend`` against the registry and one nested section per backend (a generated
+    class that type checkers cannot follow; sections are read through ``Registry.options``).
+    """
+
+    backend: str
 
 
 class ApiSettings(BaseModel):

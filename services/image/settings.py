@@ -1,30 +1,19 @@
 """Image service settings, read from ``CHORUS_IMAGE_*`` environment variables."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ModelServiceSettings
-from services.image.backends import BACKENDS
+from services.image.backends import SettingsBase
 
 _CATALOG = BY_NAME["image"]
 
-# ``backend`` (a diffusers pipeline in-process, or the Hugging Face hosted inference API;
-# checked against the registry) and one section per backend with knobs, e.g.
-# CHORUS_IMAGE_DIFFUSERS__DTYPE: see BACKENDS in services/image/backends/__init__.py.
-if TYPE_CHECKING:
 
-    class _Base(ModelServiceSettings):
-        backend: str
-
-else:
-    _Base = BACKENDS.settings_base(ModelServiceSettings, default="diffusers")
-
-
-class ImageSettings(_Base):
+# ``backend`` and each backend's own section (CHORUS_IMAGE_DIFFUSERS__DTYPE...) come from the
+# registry, BACKENDS in services/image/backends/__init__.py.
+class ImageSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)

@@ -1,30 +1,19 @@
 """LLM service settings, read from ``CHORUS_LLM_*`` environment variables."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ModelServiceSettings
-from services.llm.backends import BACKENDS
+from services.llm.backends import SettingsBase
 
 _CATALOG = BY_NAME["llm"]
 
-# ``backend`` (llama.cpp in-process, or any OpenAI-compatible server; checked against the
-# registry) and one section per backend with knobs, e.g. CHORUS_LLM_LLAMA_CPP__CONTEXT_TOKENS:
-# see BACKENDS in services/llm/backends/__init__.py.
-if TYPE_CHECKING:
 
-    class _Base(ModelServiceSettings):
-        backend: str
-
-else:
-    _Base = BACKENDS.settings_base(ModelServiceSettings, default="llama-cpp")
-
-
-class LlmSettings(_Base):
+# ``backend`` and each backend's own section (CHORUS_LLM_LLAMA_CPP__CONTEXT_TOKENS...) come from the
+# registry, BACKENDS in services/llm/backends/__init__.py.
+class LlmSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)

@@ -1,29 +1,19 @@
 """STT service settings, read from ``CHORUS_STT_*`` environment variables."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ModelServiceSettings
-from services.stt.backends import BACKENDS
+from services.stt.backends import SettingsBase
 
 _CATALOG = BY_NAME["stt"]
 
-# ``backend`` (checked against the registry) and one section per backend with knobs, e.g.
-# CHORUS_STT_FASTER_WHISPER__COMPUTE_TYPE: see BACKENDS in services/stt/backends/__init__.py.
-if TYPE_CHECKING:
 
-    class _Base(ModelServiceSettings):
-        backend: str
-
-else:
-    _Base = BACKENDS.settings_base(ModelServiceSettings, default="faster-whisper")
-
-
-class SttSettings(_Base):
+# ``backend`` and each backend's own section (CHORUS_STT_FASTER_WHISPER__COMPUTE_TYPE...) come
+# from the registry, BACKENDS in services/stt/backends/__init__.py.
+class SttSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)

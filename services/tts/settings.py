@@ -1,28 +1,17 @@
 """TTS service settings, read from ``CHORUS_TTS_*`` environment variables."""
 
-from typing import TYPE_CHECKING
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
-from services.common.settings import ModelServiceSettings
-from services.tts.backends import BACKENDS
+from services.tts.backends import SettingsBase
 
 _CATALOG = BY_NAME["tts"]
 
-# ``backend`` (checked against the registry) and one section per backend with knobs, e.g.
-# CHORUS_TTS_PIPER__SPIN_WAIT: see BACKENDS in services/tts/backends/__init__.py.
-if TYPE_CHECKING:
 
-    class _Base(ModelServiceSettings):
-        backend: str
-
-else:
-    _Base = BACKENDS.settings_base(ModelServiceSettings, default="piper")
-
-
-class TtsSettings(_Base):
+# ``backend`` and each backend's own section (CHORUS_TTS_PIPER__SPIN_WAIT...) come from the
+# registry, BACKENDS in services/tts/backends/__init__.py.
+class TtsSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix=_CATALOG.env_prefix, extra="ignore")
 
     port: int = Field(default=_CATALOG.port, ge=0, le=65535)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from services.common.registry import Backend, Factory, Registry
-from services.common.settings import ApiSettings
+from services.common.settings import ApiSettings, BackendServiceSettings
 from services.image.backends.base import ImageGenerationBackend
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "SettingsBase",
     "OFFLINE_MODEL",
     "DiffusersSettings",
     "HfInferenceSettings",
@@ -79,13 +80,7 @@ def _load_hf_inference(
 ) -> ImageGenerationBackend:
     from services.image.backends.hf_inference import HfInferenceBackend
 
-    return HfInferenceBackend(
-        model,
-        options.base_url,
-        options.endpoint_is_model_url,
-        options.api_key(),
-        options.timeout_seconds,
-    )
+    return HfInferenceBackend(model, options)
 
 
 def _describe_hf_inference(
@@ -105,3 +100,10 @@ BACKENDS: Registry[Factory[ImageGenerationBackend]] = Registry(
         ),
     ],
 )
+
+# What ``ImageSettings`` inherits: ``backend`` (checked against BACKENDS) and one section
+# per backend with knobs. Type checkers see the static base (see BackendServiceSettings).
+if TYPE_CHECKING:
+    SettingsBase = BackendServiceSettings
+else:
+    SettingsBase = BACKENDS.settings_base(BackendServiceSettings, default="diffusers")

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from huggingface_hub import InferenceClient, InferenceTimeoutError
 from huggingface_hub.errors import HfHubHTTPError
-from pydantic import SecretStr
 
 from services.common.errors import (
     ChorusError,
@@ -28,6 +27,7 @@ from services.common.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.image.backends import HfInferenceSettings
 from services.image.backends.base import Event, Image, ImageRequest, Progress
 
 log = logging.getLogger(__name__)
@@ -36,17 +36,13 @@ log = logging.getLogger(__name__)
 class HfInferenceBackend:
     name = "hf-inference"
 
-    def __init__(
-        self,
-        model_id: str,
-        endpoint: str,
-        endpoint_is_model_url: bool,
-        token: SecretStr | None,
-        timeout_seconds: float,
-    ) -> None:
+    def __init__(self, model_id: str, api: HfInferenceSettings) -> None:
+        """Build the client for ``api`` (its token read here, by ``ApiSettings.api_key``); no
+        request is made, so an API that is down shows up per call, as UNAVAILABLE."""
         self.model_id = model_id
-        url = endpoint.rstrip("/")
-        self._url = url if endpoint_is_model_url else f"{url}/models/{model_id}"
+        url = api.base_url.rstrip("/")
+        self._url = url if api.endpoint_is_model_url else f"{url}/models/{model_id}"
+        token = api.api_key()
         self.description = f"{model_id} on the Hugging Face inference API at {self._url}"
         # A URL as the model makes the client post there directly (no hub lookups), which is how
         # both the public router and dedicated Inference Endpoints are reached.
@@ -55,7 +51,7 @@ class HfInferenceBackend:
             provider="hf-inference",
             # None: the hub library's own lookup (HF_TOKEN, or the token saved by `hf auth login`).
             token=token.get_secret_value() if token is not None else None,
-            timeout=timeout_seconds,
+            timeout=api.timeout_seconds,
         )
         log.info("hf-inference backend: model %s at %s", model_id, self._url)
 

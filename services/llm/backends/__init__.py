@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from services.common.registry import Backend, Factory, Registry
-from services.common.settings import ApiSettings
+from services.common.settings import ApiSettings, BackendServiceSettings
 from services.llm.backends.base import TextGenerationBackend
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "SettingsBase",
     "LlamaCppSettings",
     "OpenAISettings",
 ]
@@ -78,13 +79,7 @@ def _load_openai(
 ) -> TextGenerationBackend:
     from services.llm.backends.openai_compat import OpenAICompatibleBackend
 
-    return OpenAICompatibleBackend(
-        model,
-        options.base_url,
-        options.api_key(),
-        options.timeout_seconds,
-        options.max_retries,
-    )
+    return OpenAICompatibleBackend(model, options)
 
 
 def _describe_openai(settings: LlmSettings, options: OpenAISettings, model: str) -> str:
@@ -98,3 +93,10 @@ BACKENDS: Registry[Factory[TextGenerationBackend]] = Registry(
         Backend("openai", Factory(_load_openai, _describe_openai), OpenAISettings),
     ],
 )
+
+# What ``LlmSettings`` inherits: ``backend`` (checked against BACKENDS) and one section
+# per backend with knobs. Type checkers see the static base (see BackendServiceSettings).
+if TYPE_CHECKING:
+    SettingsBase = BackendServiceSettings
+else:
+    SettingsBase = BACKENDS.settings_base(BackendServiceSettings, default="llama-cpp")

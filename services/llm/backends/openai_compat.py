@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 
 import openai
-from pydantic import SecretStr
 
 from services.common.openai_errors import remote_error
+from services.common.settings import ApiSettings
 from services.llm.backends.base import Completion, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -23,25 +23,21 @@ log = logging.getLogger(__name__)
 class OpenAICompatibleBackend:
     name = "openai"
 
-    def __init__(
-        self,
-        model_id: str,
-        base_url: str,
-        api_key: SecretStr | None,
-        timeout_seconds: float,
-        max_retries: int = 0,
-    ) -> None:
+    def __init__(self, model_id: str, api: ApiSettings) -> None:
+        """Build the client for ``api`` (its key read here, by ``ApiSettings.api_key``); no
+        request is made, so a server that is down shows up per call, as UNAVAILABLE."""
         self.model_id = model_id
-        self.description = f"{model_id} on the OpenAI-compatible server at {base_url}"
-        self._secret = api_key.get_secret_value() if api_key is not None else ""
+        self.description = f"{model_id} on the OpenAI-compatible server at {api.base_url}"
+        key = api.api_key()
+        self._secret = key.get_secret_value() if key is not None else ""
         self._client = openai.OpenAI(
-            base_url=base_url,
+            base_url=api.base_url,
             # Local servers need no key, but the client insists on one.
             api_key=self._secret or "unused",
-            timeout=timeout_seconds,
-            max_retries=max_retries,  # 0 by default: the caller (or Envoy) decides
+            timeout=api.timeout_seconds,
+            max_retries=api.max_retries,  # 0 by default: the caller (or Envoy) decides
         )
-        log.info("openai backend: model %s at %s", model_id, base_url)
+        log.info("openai backend: model %s at %s", model_id, api.base_url)
 
     def generate(
         self,

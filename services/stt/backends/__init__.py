@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from services.common.registry import Backend, Factory, Registry
-from services.common.settings import ApiSettings
+from services.common.settings import ApiSettings, BackendServiceSettings
 from services.stt.backends.base import SpeechToTextBackend
 
 if TYPE_CHECKING:
     from services.stt.settings import SttSettings
 
-__all__ = ["BACKENDS", "FasterWhisperSettings", "OpenAIApiSettings"]
+__all__ = ["BACKENDS", "SettingsBase", "FasterWhisperSettings", "OpenAIApiSettings"]
 
 
 class FasterWhisperSettings(BaseModel):
@@ -79,3 +79,10 @@ BACKENDS: Registry[Factory[SpeechToTextBackend]] = Registry(
         Backend("openai-api", Factory(_openai_api), OpenAIApiSettings),
     ],
 )
+
+# What ``SttSettings`` inherits: ``backend`` (checked against BACKENDS) and one section
+# per backend with knobs. Type checkers see the static base (see BackendServiceSettings).
+if TYPE_CHECKING:
+    SettingsBase = BackendServiceSettings
+else:
+    SettingsBase = BACKENDS.settings_base(BackendServiceSettings, default="faster-whisper")

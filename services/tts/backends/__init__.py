@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from services.common.errors import FailedPrecondition
 from services.common.registry import Backend, Registry
-from services.common.settings import ApiSettings
+from services.common.settings import ApiSettings, BackendServiceSettings
 from services.tts.backends.base import TextToSpeechBackend, VoiceInfo
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "SettingsBase",
     "CoquiSettings",
     "OpenAIApiSettings",
     "PiperSettings",
@@ -119,8 +121,8 @@ def _piper_catalog(settings: TtsSettings, options: PiperSettings) -> VoiceCatalo
     for path in paths:
         info = describe_piper_voice(path)
         voices[info.id] = info
-        loaders[info.id] = lambda path=path: PiperBackend(
-            path, options.use_cuda, settings.cpu_threads, options.spin_wait
+        loaders[info.id] = partial(
+            PiperBackend, path, options.use_cuda, settings.cpu_threads, options.spin_wait
         )
     default = settings.voice or next(iter(voices))
     return VoiceCatalog(voices, {v: v for v in voices}, loaders, default)
@@ -192,6 +194,13 @@ BACKENDS: Registry[CatalogBuilder] = Registry(
         Backend("openai-api", _openai_api_catalog, OpenAIApiSettings),
     ],
 )
+
+# What ``TtsSettings`` inherits: ``backend`` (checked against BACKENDS) and one section
+# per backend with knobs. Type checkers see the static base (see BackendServiceSettings).
+if TYPE_CHECKING:
+    SettingsBase = BackendServiceSettings
+else:
+    SettingsBase = BACKENDS.settings_base(BackendServiceSettings, default="piper")
 
 
 def build_catalog(settings: TtsSettings) -> VoiceCatalog:
