@@ -15,7 +15,7 @@ help:
 	@echo "make test   run the test suite"
 	@echo "make test-fast  the in-process tests only (no model, no server process): seconds"
 	@echo "make bench  run the benchmarks (bench/)"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff (rules and formatting) and mypy (strict; configured in pyproject.toml)"
 	@echo "make lock   re-resolve pyproject.toml into requirements/lock.txt (uv, with hashes)"
 	@echo "make envoy-validate  render deploy/envoy for local and container use; envoy --mode validate both"
 
@@ -56,8 +56,12 @@ bench: env system-deps protos
 	$(PY) bench/gateway.py
 	$(PY) bench/scale.py
 
-lint: env
-	$(PY) -m ruff check services gateway deploy devtools tests bench scripts
+# mypy reads gen/ (the messages' .pyi stubs), hence protos; .ci/run lints before it tests.
+LINT_PATHS := services gateway deploy devtools tests bench scripts
+lint: env protos
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy
 
 # The Envoy config (deploy/envoy/envoy.yaml.j2), rendered both ways and checked by the real binary.
 envoy-validate: env

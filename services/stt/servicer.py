@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import grpc
 import numpy as np
@@ -21,7 +22,7 @@ from services.stt.streaming import SAMPLE_RATE, Segmenter, SpeechStarted, Speech
 
 log = logging.getLogger(__name__)
 
-_TASKS = {
+_TASKS: dict[int, Literal["transcribe", "translate"]] = {
     stt_pb2.TASK_UNSPECIFIED: "transcribe",
     stt_pb2.TASK_TRANSCRIBE: "transcribe",
     stt_pb2.TASK_TRANSLATE: "translate",

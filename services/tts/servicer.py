@@ -41,7 +41,7 @@ class _Job:
     voice: str
     model_id: str
     speed: float
-    encoding: int
+    encoding: common_pb2.AudioEncoding
     sample_rate: int
     native_rate: int
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import llama_cpp
 from llama_cpp import llama_chat_format
+from llama_cpp.llama_types import CreateCompletionStreamResponse
 
 from services.common.errors import InvalidArgument
 from services.llm.backends.base import Completion, GenerationRequest, Message
@@ -131,14 +133,18 @@ class LlamaCppBackend:
                 # Reusing a cached prompt prefix changes the logits in the last bits, enough for
                 # seeded sampling to drift: a seeded call evaluates its whole prompt afresh.
                 self._llama.reset()
-            stream = self._llama.create_completion(
-                prompt.text,
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                stop=stop,
-                seed=request.seed,
-                stream=True,
+            # stream=True: a generator of chunks (the declared return also allows a whole answer).
+            stream = cast(
+                Generator[CreateCompletionStreamResponse, None, None],
+                self._llama.create_completion(
+                    prompt.text,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                    top_p=request.top_p,
+                    stop=stop,
+                    seed=request.seed,
+                    stream=True,
+                ),
             )
             try:
                 for chunk in stream:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from services.common.openai_errors import remote_error
 from services.common.settings import ApiSettings
@@ -51,7 +53,11 @@ class OpenAICompatibleBackend:
         try:
             stream = self._client.chat.completions.create(
                 model=self.model_id,
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],  # type: ignore[misc]
+                # Each dict is one of the client's per-role message types (role is a Literal).
+                messages=cast(
+                    list[ChatCompletionMessageParam],
+                    [{"role": m.role, "content": m.content} for m in request.messages],
+                ),
                 max_tokens=request.max_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p,

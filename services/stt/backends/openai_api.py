@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import openai
+from openai.types.audio import TranscriptionVerbose, TranslationVerbose
 
 from services.common.audio import wav_bytes, wav_header
 from services.common.openai_errors import remote_error
@@ -81,6 +82,7 @@ class OpenAIApiBackend:
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcription:
         file = ("audio.wav", _wav(audio), "audio/wav")
+        result: TranscriptionVerbose | TranslationVerbose
         try:
             if options.task == "translate":
                 # The translations endpoint takes no language and no timestamp granularities.
