@@ -124,6 +124,9 @@ class Unary(_Method):
         self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
     ) -> Any:
         self._record(request, timeout, metadata)
+        return self._answer()
+
+    def _answer(self) -> Any:
         if isinstance(self.reply, BaseException):
             raise self.reply
         return self.reply
@@ -212,24 +215,12 @@ class FakeChannels:
 # -- grpc.aio (the orchestrator's downstream calls) ----------------------------------------------
 
 
-class AioUnary(_Method):
+class AioUnary(Unary):
     """A grpc.aio unary method: awaiting the call answers ``reply`` or raises it."""
-
-    def __init__(self, reply: Any) -> None:
-        super().__init__()
-        self.reply = reply
-
-    def __call__(
-        self, request: Any, timeout: float | None = None, metadata: Any = None, **_: Any
-    ) -> Any:
-        self._record(request, timeout, metadata)
-        return self._answer()
 
     async def _answer(self) -> Any:
         await asyncio.sleep(0)
-        if isinstance(self.reply, BaseException):
-            raise self.reply
-        return self.reply
+        return super()._answer()
 
 
 class AioStreaming(_Method):
