@@ -34,6 +34,7 @@ from tests.support.containers import (
     docker_engine,
     wheels_image,
 )
+from tests.support.gateway import sse_events
 from tests.support.speech import word_overlap
 
 pytestmark = pytest.mark.slow
@@ -158,7 +159,7 @@ def test_spoken_turn(url: str, auth: dict[str, str], question_wav: bytes):
         timeout=300,
     ) as response:
         assert response.status_code == 200, response.text
-        events = list(_sse(response))
+        events = list(sse_events(response))
     kinds = [k for k, _ in events]
     assert kinds[-1] == "done" and "error" not in kinds, events[-3:]
     transcript = next(d for k, d in events if k == "transcript_final")
@@ -279,19 +280,6 @@ def test_down_leaves_nothing_behind(docker: Docker, compose: Compose):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def _sse(response: requests.Response) -> Iterator[tuple[str, dict]]:
-    event, data = "message", []
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
 
 
 def _in_container(docker: Docker, container: str, url: str) -> str:

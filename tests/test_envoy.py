@@ -380,7 +380,7 @@ def test_launcher_suite_through_envoy(logs: Path, tiny_sd: Path) -> None:
     import requests
 
     from tests.conftest import IMAGE_LIMITS, LLM_LIMITS
-    from tests.test_gateway import sse_events
+    from tests.support.gateway import sse_events
 
     env = {
         "stt": STT_ENV,

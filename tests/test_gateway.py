@@ -32,7 +32,7 @@ from gateway import GatewaySettings, create_app
 from gateway.openapi import document
 from gateway.responses import Voice
 from tests.conftest import tts_stub
-from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
+from tests.support.gateway import GatewayProcess, gateway_env, running_gateway, sse_events
 from tests.support.speech import decode_any, espeak, word_overlap
 
 QUESTION = "What is the capital of France?"
@@ -267,19 +267,6 @@ def test_api_key(logs: Path, tts_piper):
 
 
 # --- conversational turns over SSE ------------------------------------------------------------
-
-
-def sse_events(response: requests.Response) -> Iterator[tuple[str, dict]]:
-    event, data = "message", []
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
 
 
 def test_text_turn_streams_events(gateway: GatewayProcess):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import requests
 
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
@@ -72,3 +75,17 @@ def running_gateway(
 ) -> Iterator[GatewayProcess]:
     with started(GatewayProcess(env, log_dir / f"gateway-{tag}.log", ready), 60) as proc:
         yield proc
+
+
+def sse_events(response: requests.Response) -> Iterator[tuple[str, dict]]:
+    """The (event, JSON data) pairs of a server-sent event stream, as a browser reads them."""
+    event, data = "message", []
+    for line in response.iter_lines(decode_unicode=True):
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
