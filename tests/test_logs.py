@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import io
 import json
 import logging
@@ -39,7 +40,9 @@ def test_json_lines_carry_the_fields(logger):
             logger.exception("failed")
     finally:
         request_id.reset(token)
-    logger.info("outside a call")
+    # Outside any call: a fresh context (tests before this one may have left a request id in
+    # this thread's context, as a service's own threads do between calls).
+    contextvars.Context().run(logger.info, "outside a call")
     first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["message"] == "slow call: 1200 ms"
     assert first["level"] == "WARNING" and first["logger"] == "tests.logs"
