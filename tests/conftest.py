@@ -10,6 +10,7 @@ import pytest
 from chorus.v1 import stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from devtools.processes import ServiceProcess
+from services.stt.backends.ct2_kernels import DEFAULT_CPU_ISA, pin_cpu_kernels
 from tests.support.backends import each_backend
 from tests.support.openai_speech_server import OpenAISpeechServer
 from tests.support.services import running
@@ -28,6 +29,14 @@ TTS_LIMITS = {"CHORUS_TTS_MAX_TEXT_CHARS": "2000", "CHORUS_TTS_MAX_QUEUE": "32"}
 # The orchestrator's turn limits; a gateway in front is given the same variables, as every
 # container is given the one shared env file.
 TURN_LIMITS = {"CHORUS_ORCH_MAX_HISTORY_MESSAGES": "8"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """CTranslate2's CPU kernels pinned in this process as the STT service pins its own, before
+    any test module imports faster-whisper (CTranslate2 reads CT2_USE_MKL as it is imported):
+    the in-process engines (the loopback OpenAI server, the encoder-reuse tests) then compute
+    exactly as the services they are compared with, on any CPU."""
+    pin_cpu_kernels(DEFAULT_CPU_ISA)
 
 
 @pytest.fixture(scope="session")

@@ -23,9 +23,12 @@ from tests.support.speech import (
     word_overlap,
 )
 
+# Transcribed with at least 0.8 of their words under each of 10 CTranslate2 kernel sets (see
+# test_translation.py). "Buenos días, hoy quiero beber un café y leer un libro en el parque."
+# collapsed into a repeated question ("¿Qué no me ve nunca fele?") under 4 of them.
 MULTILINGUAL = [
     ("de", "Guten Morgen, ich möchte heute einen Kaffee trinken und ein Buch lesen."),
-    ("es", "Buenos días, hoy quiero beber un café y leer un libro en el parque."),
+    ("es", "Buenos días, hoy quiero caminar por el parque con mi familia."),
     ("fr", "Je suis très content de vous voir ici ce soir, mes amis."),
 ]
 
@@ -37,8 +40,9 @@ def test_detects_language_and_transcribes(stt_faster_whisper, tmp_path: Path, la
         stt_pb2.TranscribeRequest(audio=audio), timeout=120
     )
     assert response.language == language
-    # espeak's robotic voice leaves whisper-base unsure (0.57 to 0.81 here, lower on other CPUs);
-    # the language detected is the check, the probability only has to rank it first.
+    # espeak's robotic voice leaves whisper-base unsure (0.58 to 0.86 with the service's pinned
+    # kernels, 0.50 to 0.87 across 10 kernel sets); the language detected is the check, the
+    # probability only has to rank it first.
     assert response.language_probability > 0.3
     assert word_overlap(sentence, response.text) >= 0.5, response.text
 

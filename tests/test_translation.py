@@ -18,20 +18,27 @@ from tests.support.speech import espeak, read_wav, words
 TRANSLATE = stt_pb2.TASK_TRANSLATE
 # (language, sentence spoken, reference translation, key words the English must contain,
 #  words of the spoken language it must not)
+# Each sentence's key words came out under every CTranslate2 kernel set tried (10 on an AMD
+# EPYC: CT2_FORCE_CPU_ISA x ONEDNN_MAX_CPU_ISA, the service's pinned set among them; the Spanish
+# also under an Intel Xeon's defaults), with p(language) 0.83-0.90 (de) and 0.80-0.87 (es).
+# The sentences used before sat on boundaries: "... un café y leer un libro en el parque" lost
+# "today" or "book" ("a lemon") under 2 of those sets, and "book" under this machine's own
+# defaults, where this test failed; "Guten Morgen, ich möchte heute einen Kaffee trinken ..."
+# lost "good morning" under one.
 CASES = [
     (
         "de",
-        "Guten Morgen, ich möchte heute einen Kaffee trinken und ein Buch lesen.",
-        "Good morning, today I would like to drink a coffee and read a book.",
-        {"good", "morning", "coffee"},
-        {"guten", "morgen", "kaffee"},
+        "Guten Morgen, heute möchte ich meine Freunde im Park sehen.",
+        "Good morning, today I would like to see my friends in the park.",
+        {"morning", "today", "park"},
+        {"guten", "morgen", "heute"},
     ),
     (
         "es",
-        "Buenos días, hoy quiero beber un café y leer un libro en el parque.",
-        "Good morning, today I want to drink a coffee and read a book in the park.",
-        {"today", "book", "park"},
-        {"hoy", "libro", "parque"},
+        "Buenos días, hoy quiero caminar por el parque con mi familia.",
+        "Good morning, today I want to walk in the park with my family.",
+        {"today", "walk", "family"},
+        {"hoy", "caminar", "familia"},
     ),
 ]
 IDS = [c[0] for c in CASES]
@@ -61,7 +68,7 @@ def test_transcribe_is_still_the_default(stt_faster_whisper, clips):
     stub = stt_stub(stt_faster_whisper)
     for task in (stt_pb2.TASK_UNSPECIFIED, stt_pb2.TASK_TRANSCRIBE):
         r = stub.Transcribe(stt_pb2.TranscribeRequest(audio=clips["de"], task=task), timeout=120)
-        assert {"guten", "buch"} <= set(words(r.text)), r.text
+        assert {"guten", "freunde"} <= set(words(r.text)), r.text
 
 
 def test_streaming_translates(stt_faster_whisper, clips):
@@ -79,7 +86,7 @@ def test_streaming_translates(stt_faster_whisper, clips):
     ]
     responses = list(stt_stub(stt_faster_whisper).StreamingTranscribe(iter(requests), timeout=120))
     final = " ".join(r.text for r in responses if r.is_final)
-    assert {"book", "park"} <= set(words(final)), final
+    assert {"walk", "family"} <= set(words(final)), final
 
 
 def test_english_only_model_is_failed_precondition(stt_faster_whisper, clips):
@@ -131,5 +138,5 @@ def test_api_backend_translates(stt_openai_api, openai_speech_server, clips, tmp
         stt_pb2.TranscribeRequest(audio=clips["de"], task=TRANSLATE), timeout=120
     )
     assert openai_speech_server.hits["/v1/audio/translations"] == before + 1
-    assert {"morning", "coffee"} <= set(words(r.text)), r.text
+    assert {"morning", "today"} <= set(words(r.text)), r.text
     assert r.language == "de"

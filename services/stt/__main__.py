@@ -11,13 +11,19 @@ from services.common.server import (
 )
 from services.common.workers import WorkerPool
 from services.stt.backends import BACKENDS
-from services.stt.servicer import SpeechToTextServicer
+from services.stt.backends.ct2_kernels import pin_cpu_kernels
 from services.stt.settings import SttSettings
 
 SERVICE_NAME = stt_pb2.DESCRIPTOR.services_by_name["SpeechToText"].full_name
 
 
 def build_server(settings: SttSettings) -> ChorusServer:
+    if settings.backend == "faster-whisper":
+        # Before the servicer's import: it imports faster-whisper (for its VAD), so CTranslate2,
+        # which reads CT2_USE_MKL as it loads.
+        pin_cpu_kernels(BACKENDS.options(settings).cpu_isa, settings.device)
+    from services.stt.servicer import SpeechToTextServicer
+
     models, workers = models_and_workers(
         settings,
         {model: BACKENDS.loader(settings, model) for model in settings.all_models()},

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from services.common.registry import Backend, Factory, Registry
 from services.common.settings import ApiSettings, BackendServiceSettings
 from services.stt.backends.base import SpeechToTextBackend
+from services.stt.backends.ct2_kernels import DEFAULT_CPU_ISA, CpuIsa
 
 if TYPE_CHECKING:
     from services.stt.settings import SttSettings
@@ -27,6 +28,17 @@ class FasterWhisperSettings(BaseModel):
 
     compute_type: str = "int8"
     """Quantization: int8 on CPU, float16 or int8_float16 on GPU."""
+    cpu_isa: CpuIsa = DEFAULT_CPU_ISA
+    """The CPU kernels every replica computes with, so that one audio clip gets one answer on
+    any x86-64 machine: CTranslate2's own kernels use this instruction set
+    (``CT2_FORCE_CPU_ISA``; a CPU without it fails at load, naming it), Intel MKL is off, and
+    oneDNN's matrix products stay at AVX (``ONEDNN_MAX_CPU_ISA``; SSE4.1 under GENERIC), the
+    highest level at which they computed bit-identically on an AMD EPYC and an Intel Xeon.
+    The price is speed: whisper-base takes about 1.55 times as long (a 9.7 s clip, beam 5, 2
+    threads, AMD EPYC: 2.4 s instead of 1.55 s). ``native`` leaves the choice to the libraries
+    and the ``CT2_*``/``ONEDNN_*`` environment: faster, but whisper-base's words and language
+    probabilities then change with the CPU (an espeak Spanish clip translated to "a book" on one
+    kernel set and "a lemon" on another). Details: ``services/stt/backends/ct2_kernels.py``."""
 
 
 class OpenAIApiSettings(ApiSettings):
@@ -45,7 +57,12 @@ def _faster_whisper(
 
     path = resolve_faster_whisper_model(model, Path(settings.cache_dir))
     return FasterWhisperBackend(
-        model, path, settings.device, options.compute_type, settings.cpu_threads
+        model,
+        path,
+        settings.device,
+        options.compute_type,
+        settings.cpu_threads,
+        cpu_isa=options.cpu_isa,
     )
 
 
