@@ -16,19 +16,23 @@ from grpc_status import rpc_status
 
 from tests.conftest import ROUND_TRIP_SENTENCES, stt_stub
 from tests.support.services import metric_value, scrape
-from tests.support.speech import read_wav, speech_bounds, word_overlap
+from tests.support.speech import espeak, read_wav, speech_bounds, word_overlap
 
-RATE = 22_050  # Piper's
+RATE = 22_050  # espeak-ng's
 CHUNK = RATE // 10
 TOLERANCE_MS = 100  # the VAD's 32 ms windows fall differently on the clip and on the stream
 
 
 @pytest.fixture(scope="module")
-def sentences(piper_speech) -> list[np.ndarray]:
-    """The first two round-trip sentences, cut to their speech (so the pauses sent are exact)."""
+def sentences(tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    """The first two round-trip sentences, cut to their speech (so the pauses sent are exact).
+
+    Spoken by espeak-ng, which says a sentence the same way every time: Piper's VITS samples
+    noise, so its clips (and where the VAD hears their first phoneme) differ from run to run."""
     out = []
-    for text in ROUND_TRIP_SENTENCES[:2]:
-        samples, rate = read_wav(piper_speech[text])
+    folder = tmp_path_factory.mktemp("streaming")
+    for i, text in enumerate(ROUND_TRIP_SENTENCES[:2]):
+        samples, rate = read_wav(espeak(text, "en", folder / f"{i}.wav"))
         assert rate == RATE
         start, end = speech_bounds(samples, rate)
         out.append(samples[start:end])
