@@ -92,6 +92,20 @@ class Docker:
         out = self.run("image", "inspect", "--format", "{{json .Config.Labels}}", name).stdout
         return (json.loads(out) or {}).get(label)
 
+    def import_tree(self, folder: Path, member: str, image: str, change: str) -> None:
+        """``docker import`` of ``member`` (a path inside ``folder``) as the image ``image``."""
+        tar = subprocess.Popen(["tar", "-C", str(folder), "-c", member], stdout=subprocess.PIPE)
+        imported = subprocess.run(
+            [docker_cli(), "import", "--change", change, "-", image],
+            stdin=tar.stdout,
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
+        tar.wait()
+        if imported.returncode != 0:
+            raise RuntimeError(f"docker import failed: {imported.stderr.decode()}")
+
 
 def docker_cli() -> str:
     found = shutil.which("docker")
@@ -203,17 +217,7 @@ def make_local_base(docker: Docker) -> None:
         if CA_BUNDLE.exists():
             shutil.copyfile(CA_BUNDLE, root / "etc/ssl/certs/ca-certificates.crt")
         (root / "usr/bin/python").symlink_to("python3")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            [docker_cli(), "import", "--change", 'CMD ["python3"]', "-", LOCAL_BASE],
-            stdin=tar.stdout,
-            env=docker.env,
-            capture_output=True,
-            check=False,
-        )
-        tar.wait()
-        if imported.returncode != 0:
-            raise RuntimeError(f"docker import failed: {imported.stderr.decode()}")
+        docker.import_tree(root, ".", LOCAL_BASE, 'CMD ["python3"]')
 
 
 def machine_wheels() -> list[Path]:
@@ -250,17 +254,7 @@ def wheels_image(docker: Docker) -> str | None:
         folder.mkdir()
         for wheel in wheels:
             shutil.copyfile(wheel, folder / wheel.name)
-        tar = subprocess.Popen(["tar", "-C", tmp, "-c", "wheels"], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            [docker_cli(), "import", "--change", f"LABEL chorus.wheels={key}", "-", WHEELS_IMAGE],
-            stdin=tar.stdout,
-            env=docker.env,
-            capture_output=True,
-            check=False,
-        )
-        tar.wait()
-        if imported.returncode != 0:
-            raise RuntimeError(f"docker import failed: {imported.stderr.decode()}")
+        docker.import_tree(Path(tmp), "wheels", WHEELS_IMAGE, f"LABEL chorus.wheels={key}")
     return WHEELS_IMAGE
 
 
