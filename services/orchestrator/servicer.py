@@ -18,6 +18,7 @@ from services.common.errors import InvalidArgument, ResourceExhausted
 from services.common.logs import request_id
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.inputs import check_config, read_input, unary_input
+from services.orchestrator.session import LiveSession
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.stages import TurnContext
 from services.orchestrator.turn import Turn
@@ -35,6 +36,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._settings = settings
         self._downstream = downstream
         self._turns = asyncio.Semaphore(settings.max_turns)
+        self._sessions = asyncio.Semaphore(settings.max_sessions)
 
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
@@ -93,3 +95,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 elif kind in _EACH:
                     getattr(response, _EACH[kind]).append(getattr(event, kind))
             return response
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.SessionRequest],
+        context: grpc.aio.ServicerContext[pb.SessionRequest, pb.SessionEvent],
+    ) -> AsyncIterator[pb.SessionEvent]:
+        if self._sessions.locked():
+            raise ResourceExhausted(
+                f"too many sessions open (limit {self._settings.max_sessions}); retry later"
+            )
+        async with self._sessions:
+            remaining = context.time_remaining()
+            budget = self._settings.max_session_seconds
+            deadline = time.monotonic() + (budget if remaining is None else min(remaining, budget))
+            session = LiveSession(self._settings, self._downstream, request_id.get(), deadline)
+            async for event in session.events(request_iterator):
+                yield event

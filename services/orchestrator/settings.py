@@ -50,3 +50,27 @@ class OrchestratorSettings(ServerSettings, TurnLimits):
     """Used when the caller sets no deadline; a caller's deadline always bounds the turn."""
     sentence_max_chars: int = Field(default=300, ge=20)
     """A reply sentence longer than this is spoken in pieces."""
+
+    # Live sessions (the Session RPC).
+    max_sessions: int = Field(default=32, ge=1, le=100_000)
+    """Sessions open at once on this replica; more get RESOURCE_EXHAUSTED."""
+    max_session_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
+    """Longest session; it then ends with a fatal error event and DEADLINE_EXCEEDED."""
+    max_input_buffer_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """Most uncommitted input audio without server VAD (and the longest audio of one item)."""
+    session_max_chunk_bytes: int = Field(default=1024 * 1024, ge=320)
+    """Largest audio chunk in one session request."""
+    max_session_items: int = Field(default=500, ge=2, le=100_000)
+    """Conversation items a session keeps; the oldest are deleted beyond it."""
+    session_max_queued_events: int = Field(default=2000, ge=16, le=1_000_000)
+    """Events waiting for a client that does not read; beyond it the session is ended."""
+    session_stream_seconds: float = Field(default=300.0, ge=10, le=3600)
+    """A session's speech-to-text call is renewed at the next quiet moment after this much
+    audio (inside the speech service's per-call limit, max_audio_seconds)."""
+    session_vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    session_silence_ms: int = Field(default=600, ge=100, le=10_000)
+    """Server VAD defaults: speech probability threshold, and the pause that ends a turn."""
+    session_speculate_ms: int = Field(default=250, ge=0, le=10_000)
+    """After this much pause the turn's transcript is decoded and its reply started, held back
+    until the pause reaches silence_duration_ms (then sent at once) or dropped if the user goes
+    on. 0: no speculation."""

@@ -95,8 +95,18 @@ class Turn:
             queue.put_nowait(None)
 
     async def respond(self, transcript: str) -> None:
-        """Answer ``transcript``: the reply streamed, spoken sentence by sentence and drawn when
-        asked for, then the turn's timings.
+        """Answer ``transcript`` after the config's history: the reply streamed, spoken sentence
+        by sentence and drawn when asked for, then the turn's timings.
+
+        Raises:
+            StageFailed: a required stage (reply, speech) failed; the others were cancelled.
+        """
+        user = llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=transcript)
+        await self.answer([*self.context.config.history, user], transcript)
+
+    async def answer(self, messages: list[llm_pb2.ChatMessage], transcript: str) -> None:
+        """``respond`` over a whole conversation (``messages``, ending with the user's words,
+        ``transcript``), for a live session that keeps the conversation itself.
 
         Raises:
             StageFailed: a required stage (reply, speech) failed; the others were cancelled.
@@ -109,7 +119,7 @@ class Turn:
                 sentences: asyncio.Queue[str | None] = asyncio.Queue()
                 if not self.context.config.options.text_only:
                     group.create_task(self._speak(sentences))
-                await self._reply(transcript, sentences)
+                await self._reply(messages, sentences)
         except* (StageFailed, ChorusError) as failures:
             raise failures.exceptions[0] from None
         clock = self.context.clock
@@ -134,15 +144,14 @@ class Turn:
             return image_prompt(transcript)
         return None
 
-    async def _reply(self, transcript: str, sentences: asyncio.Queue[str | None]) -> None:
+    async def _reply(
+        self, messages: list[llm_pb2.ChatMessage], sentences: asyncio.Queue[str | None]
+    ) -> None:
         """Generate the reply; every complete sentence goes to ``sentences`` at once."""
         context, settings = self.context, self.context.settings
         options = context.config.options
         request = llm_pb2.GenerateTextRequest(
-            messages=[
-                *context.config.history,
-                llm_pb2.ChatMessage(role=llm_pb2.CHAT_ROLE_USER, content=transcript),
-            ],
+            messages=messages,
             system_prompt=options.system_prompt or settings.system_prompt,  # empty: LLM's own
             max_tokens=options.max_tokens or settings.max_tokens,
             model=options.llm_model,
