@@ -223,9 +223,11 @@ class Conversation:
         self.items.insert(index, item)
         self.version += 1
         dropped: list[Item] = []
-        while len(self.items) > self._max:
-            dropped.append(self.items.pop(0))
-            index -= 1
+        while len(self.items) > self._max:  # the oldest go, never the item just added
+            position = 1 if self.items[0] is item else 0
+            dropped.append(self.items.pop(position))
+            if position < index:
+                index -= 1
         return (self.items[index - 1].id if index > 0 else ""), dropped
 
     def delete(self, item_id: str) -> None:

@@ -386,3 +386,15 @@ def test_the_newest_item_is_kept_whatever_its_length() -> None:
 def test_an_empty_conversation_has_no_context() -> None:
     assert _conversation().context(OrchestratorSettings()) == []
     assert _conversation("", " ").context(OrchestratorSettings()) == []
+
+
+def test_add_at_root_of_a_full_conversation_keeps_the_new_item() -> None:
+    """The bound drops the oldest item other than the one just added, so an item inserted at
+    "root" of a full conversation stays (its client is told of it, then of what was dropped)."""
+    conversation = Conversation(max_items=2)
+    a, b, new = (Item(name, llm_pb2.CHAT_ROLE_USER, name) for name in ("a", "b", "new"))
+    conversation.add(a)
+    conversation.add(b)
+    previous, dropped = conversation.add(new, "root")
+    assert (previous, dropped) == ("", [a])
+    assert [i.id for i in conversation.items] == ["new", "b"]
