@@ -2,18 +2,23 @@
 
 gthread suits this gateway: each request is a thread blocked on a gRPC call (no CPU work), and
 an open SSE stream holds only its thread; workers are forked before any gRPC channel exists
-(channels open lazily in each worker). SIGTERM drains open requests for ``graceful_timeout``.
+(channels open lazily in each worker). SIGTERM drains open requests for ``graceful_timeout``;
+open /v1/realtime sockets would hold their threads for all of it, so the worker first ends them
+with a close frame (1001, going away), then drains as before.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from gateway.app import create_app
+from gateway.openai.realtime import SESSIONS
 from gateway.settings import GatewaySettings
 from services.common.logs import configure_logging
 
@@ -40,6 +45,8 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "proc_name": "chorus-gateway",
             "control_socket_disable": True,  # no shared ~/.gunicorn socket between instances
             "post_fork": _post_fork,
+            "post_worker_init": _post_worker_init,
+            "worker_int": _worker_int,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -51,6 +58,28 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
 def _post_fork(server: Any, worker: Any) -> None:
     settings = server.app.settings
     configure_logging(settings.log_level, settings.log_json, service="gateway")
+
+
+def _post_worker_init(worker: Any) -> None:
+    """Wrap the worker's SIGTERM handler (installed by now): realtime sessions are closed first.
+
+    Closing only cancels each session's call and marks it; the session's own thread sends the
+    close frame and returns, so the handler does no I/O and the drain that follows is short.
+    """
+    drain = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        SESSIONS.close_all(1001, "the gateway is shutting down")
+        if callable(drain):
+            drain(signum, frame)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as the worker set it: calls are not interrupted
+
+
+def _worker_int(worker: Any) -> None:
+    """SIGINT / SIGQUIT end the worker at once: its sessions get a second to say goodbye."""
+    SESSIONS.close_all(1001, "the gateway is shutting down", wait=1.0)
 
 
 def main() -> int:

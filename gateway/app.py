@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from gateway import health, openai, turns
-from gateway.auth import bearer_token, is_public, key_matches, unauthorized
+from gateway.auth import is_public, key_matches, presented_key, unauthorized
 from gateway.channels import Channels
 from gateway.context import install
 from gateway.errors import ApiError
@@ -66,7 +66,7 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
         g.started = time.perf_counter()
         if request.method == "OPTIONS" or is_public(request.path):
             return
-        if not key_matches(settings, bearer_token(request.headers.get("Authorization", ""))):
+        if not key_matches(settings, presented_key(request.headers)):
             raise unauthorized()
 
     @app.after_request

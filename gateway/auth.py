@@ -7,11 +7,31 @@ WebSocket subprotocol, which browsers can set where they cannot set headers) is 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+
+from werkzeug.datastructures import Headers
 
 from gateway.errors import ApiError
 from gateway.settings import GatewaySettings
 
-__all__ = ["PUBLIC_PATHS", "bearer_token", "is_public", "key_matches", "unauthorized"]
+__all__ = [
+    "KEY_SUBPROTOCOL",
+    "PUBLIC_PATHS",
+    "bearer_token",
+    "is_public",
+    "is_websocket",
+    "key_matches",
+    "presented_key",
+    "subprotocol_key",
+    "subprotocols",
+    "unauthorized",
+]
+
+KEY_SUBPROTOCOL = "openai-insecure-api-key."
+"""A browser's WebSocket cannot set headers, so OpenAI's browser clients offer the key as a
+subprotocol, ``openai-insecure-api-key.<key>``, beside ``realtime``."""
+
+HeaderMap = Headers | Mapping[str, str]
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/api/interface")
 """Path prefixes served without a key: probes, this API's document, the browser's page."""
@@ -25,6 +45,35 @@ def bearer_token(authorization: str) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None for another scheme."""
     scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def is_websocket(headers: HeaderMap) -> bool:
+    """Whether the request asks to be upgraded to a WebSocket."""
+    connection = {v.strip().lower() for v in headers.get("Connection", "").split(",")}
+    return "upgrade" in connection and headers.get("Upgrade", "").lower() == "websocket"
+
+
+def subprotocols(headers: HeaderMap) -> list[str]:
+    """The subprotocols a WebSocket upgrade offers, in its order."""
+    offered = headers.get("Sec-WebSocket-Protocol", "")
+    return [p.strip() for p in offered.split(",") if p.strip()]
+
+
+def subprotocol_key(headers: HeaderMap) -> str | None:
+    """The key a WebSocket upgrade offers as ``openai-insecure-api-key.<key>``, or None."""
+    for protocol in subprotocols(headers):
+        if protocol.startswith(KEY_SUBPROTOCOL):
+            return protocol[len(KEY_SUBPROTOCOL) :]
+    return None
+
+
+def presented_key(headers: HeaderMap) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>``, or, on a WebSocket upgrade
+    without that header, the subprotocol form browsers use. Checked before any upgrade."""
+    token = bearer_token(headers.get("Authorization", ""))
+    if token is None and is_websocket(headers):
+        token = subprotocol_key(headers)
+    return token
 
 
 def key_matches(settings: GatewaySettings, token: str | None) -> bool:

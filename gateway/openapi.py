@@ -67,6 +67,7 @@ _TAGS: dict[str, Tag] = {
         Tag(name="images", description="OpenAI-compatible image generation."),
         Tag(name="chat", description="OpenAI-compatible chat completions."),
         Tag(name="models", description="OpenAI-compatible model list."),
+        Tag(name="realtime", description="OpenAI-compatible Realtime API (a WebSocket)."),
     )
 }
 

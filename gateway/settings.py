@@ -48,6 +48,8 @@ DEFAULT_VOICE_ALIASES: dict[str, str] = {
         "sage",
         "shimmer",
         "verse",
+        "marin",
+        "cedar",
     )
 }
 
@@ -101,15 +103,45 @@ class GatewaySettings(BaseSettings):
     """How long /readyz waits for the orchestrator's health answer."""
     heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
     """An SSE comment is sent after this long without events, so proxies keep the stream open
-    and a vanished client is noticed (and its turn cancelled) promptly."""
+    and a vanished client is noticed (and its turn cancelled) promptly. /v1/realtime sockets are
+    pinged as often, and closed when a ping goes unanswered for as long."""
+
+    realtime_max_sessions: int = Field(default=8, ge=0, le=10_000)
+    """Open /v1/realtime sockets per worker process; more are refused with 429 before the
+    upgrade. Each socket holds one of the worker's ``threads`` for its whole life, so at most
+    ``threads - 1`` are admitted whatever this says (``realtime_session_limit``): one thread
+    always stays for plain HTTP requests, the probes among them. 0 turns the route off."""
+    realtime_max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024
+    )
+    """Largest client event (one WebSocket message); a larger one closes the socket with 1009
+    before it is buffered whole."""
+    realtime_max_append_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    """Most audio, decoded, in one ``input_audio_buffer.append``; more is refused with an
+    ``error`` event and the session goes on. 1 MiB, 21.8 s of 24 kHz PCM16, as the
+    orchestrator's ``session_max_chunk_bytes`` (clients send 20 to 100 ms per event). An
+    ``input_audio`` item is bounded by ``realtime_max_message_bytes`` and the orchestrator's
+    ``max_input_buffer_seconds`` instead."""
+    realtime_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    """How long one send may wait for a client that stopped reading (``SO_SNDTIMEO``); then
+    the session is ended, so a slow reader holds neither a thread nor the orchestrator's work."""
+    realtime_session_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
+    """Deadline of one socket's ``Session`` call (the orchestrator's own limit may be shorter)."""
 
     api_key: SecretStr | None = None
-    """When set, /api/* and /v1/* demand ``Authorization: Bearer <key>``; never logged."""
+    """When set, /api/* and /v1/* demand ``Authorization: Bearer <key>`` (a WebSocket upgrade may
+    offer it as the subprotocol ``openai-insecure-api-key.<key>`` instead); never logged."""
     model_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VOICE_ALIASES))
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def realtime_session_limit(self) -> int:
+        """Realtime sockets admitted per worker: ``realtime_max_sessions``, but never all of the
+        worker's threads."""
+        return max(0, min(self.realtime_max_sessions, self.threads - 1))
 
     @cached_property
     def turn_limits(self) -> TurnLimits:

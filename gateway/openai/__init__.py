@@ -1,20 +1,21 @@
 """OpenAI-compatible endpoints under ``/v1``, so existing OpenAI clients work unchanged.
 
 One module per resource, each with its own blueprint nested in this one: ``audio``
-(transcriptions, translations, speech), ``images``, ``chat``, ``models``. A new resource is one
-module and one entry in ``RESOURCES``. Each route is a translation: OpenAI's request shape -> one
-gRPC call -> OpenAI's response shape; ``common`` holds what they share.
+(transcriptions, translations, speech), ``images``, ``chat``, ``models``, ``realtime`` (a
+WebSocket over one bidirectional call). A new resource is one module and one entry in
+``RESOURCES``. Each route is a translation: OpenAI's request shape -> one gRPC call -> OpenAI's
+response shape; ``common`` holds what they share.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint
 
-from gateway.openai import audio, chat, images, models
+from gateway.openai import audio, chat, images, models, realtime
 
 __all__ = ["RESOURCES", "blueprint"]
 
-RESOURCES = (audio, images, chat, models)
+RESOURCES = (audio, images, chat, models, realtime)
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 for _resource in RESOURCES:
