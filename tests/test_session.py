@@ -246,14 +246,19 @@ def test_transcription_session_and_client_commits(orchestrator, clips):
     session = SessionClient(orchestrator.address, config(turn_detection=manual, text_only=True))
     try:
         session.stream(clips[QUESTION].bytes(), pace=8)
+        # Push-to-talk: commit and ask at once; the response waits for the transcript.
         session.send(commit=pb.InputCommit())
+        session.send(create_response=pb.ResponseCreate())
         committed = session.wait_for("input_committed").input_committed
+        partials = [t for t in session.of("input_transcript") if not t.final]
+        assert all(t.item_id == committed.item_id for t in partials)
+        done = session.wait_for("response_done").response_done
         final = session.wait_for("input_transcript", final=True).input_transcript
         assert final.item_id == committed.item_id
         assert word_overlap(QUESTION, final.text) >= 0.6
-        assert not session.of("speech_started") and not session.of("response_created")
-        session.send(create_response=pb.ResponseCreate())
-        done = session.wait_for("response_done").response_done
+        kinds = session.kinds()
+        assert kinds.index("input_committed") < kinds.index("response_created")
+        assert not session.of("speech_started") and not session.of("error")
         assert done.status == pb.RESPONSE_STATUS_COMPLETED and done.item.text
         assert list(done.input_item_ids) == [committed.item_id]
         assert not session.of("audio_delta")

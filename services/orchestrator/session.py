@@ -79,6 +79,7 @@ _STATUS_NAMES = {
     pb.RESPONSE_STATUS_FAILED: "failed",
 }
 _RATES = (8000, 192_000)
+_MIN_COMMIT_MS = 100  # OpenAI's least committable input
 _PREFIX_PADDING_MS = 300
 
 
@@ -279,6 +280,9 @@ class SpeechInput:
         self.pending: deque[str] = deque()
         """Item ids of speech heard but not yet finalized, oldest first."""
         self.finals: list[str] = []
+        self.item_id = _new_id("item")
+        """Without server VAD: the one user item this call's audio becomes at its commit."""
+        self.item: Item | None = None
         self.language = ""
         self.ended = False
         self.task = asyncio.create_task(self._run())
@@ -398,6 +402,10 @@ class LiveSession:
         self._speculative: Response | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._overflowed = False
+        self._transcribed = asyncio.Event()
+        """Set whenever a user item's transcription ends (a waiting response looks again)."""
+        self._awaiting: asyncio.Task[None] | None = None
+        """A requested response waiting for user items still being transcribed."""
 
     @property
     def bytes_per_ms(self) -> float:
@@ -462,7 +470,7 @@ class LiveSession:
             # The client has said everything: finish what it asked for, then end.
             if self._speech is not None:
                 self._commit_speech()
-            while self._ending or self._response is not None or self._speculative is not None:
+            while self._ending or self._awaiting or self._response or self._speculative:
                 await asyncio.sleep(0.02)
         finally:
             self._out.put_nowait(None)
@@ -473,9 +481,11 @@ class LiveSession:
         elif kind == "audio":
             self._append(request.audio)
         elif kind == "commit":
-            if self._speech is None or self._speech.bytes == 0:
+            if self._speech is None or self._speech.ms < _MIN_COMMIT_MS:
                 raise InvalidArgument(
-                    "the input audio buffer is empty: nothing to commit", field="commit"
+                    f"the input audio buffer holds less than {_MIN_COMMIT_MS} ms: nothing to "
+                    "commit",
+                    field="commit",
                 )
             self._commit_speech()
         elif kind == "clear":
@@ -598,6 +608,7 @@ class LiveSession:
         speech = self._speech
         if (
             speech is not None
+            and self.config.turn_detection.type == _VAD
             and speech.ms >= s.session_stream_seconds * 1000
             and not speech.pending
         ):
@@ -609,7 +620,9 @@ class LiveSession:
         self._audio_ms += len(chunk) / self.bytes_per_ms
 
     def _commit_speech(self) -> None:
-        """End the current STT call; what it still transcribes becomes items."""
+        """End the current STT call; what it still transcribes becomes items. Without server
+        VAD the user item exists from now on (in progress until its transcript is final), so a
+        response requested next waits for it rather than missing it."""
         speech = self._speech
         if speech is None:
             return
@@ -617,6 +630,8 @@ class LiveSession:
         self._ending.append(speech)
         speech.end()
         self._uncommitted = 0
+        if self.config.turn_detection.type != _VAD:
+            speech.item = self._user_speech_item(speech.item_id)
 
     def _clear_speech(self) -> None:
         speech = self._speech
@@ -632,12 +647,9 @@ class LiveSession:
             self._ending.remove(speech)
         if speech is self._speech:
             self._speech = None
-        if speech.task.cancelled() or self.config.turn_detection.type == _VAD:
-            return
-        if not speech.finals and speech.bytes == 0:
-            return
-        item = self._user_speech_item(_new_id("item"))
-        self._add_transcribed(item, " ".join(f for f in speech.finals if f), speech.language)
+        if speech.item is not None and speech.item.status == pb.ITEM_STATUS_IN_PROGRESS:
+            text = " ".join(f for f in speech.finals if f)
+            self._add_transcribed(speech.item, text, speech.language)
 
     async def on_speech(
         self, speech: SpeechInput, response: stt_pb2.StreamingTranscribeResponse
@@ -685,7 +697,7 @@ class LiveSession:
             if vad and response.text.strip():
                 self._speculate(speech, response)
         elif response.text.strip():
-            item_id = speech.pending[0] if speech.pending else ""
+            item_id = speech.pending[0] if speech.pending else ("" if vad else speech.item_id)
             text = " ".join([*speech.finals, response.text.strip()]) if not vad else response.text
             self._event(input_transcript=pb.InputTranscript(item_id=item_id, text=text.strip()))
 
@@ -698,6 +710,7 @@ class LiveSession:
         return item
 
     def _add_transcribed(self, item: Item, text: str, language: str) -> None:
+        self._transcribed.set()
         limit = self.settings.max_text_chars
         item.text, item.status = text[:limit], pb.ITEM_STATUS_COMPLETED
         self.conversation.touch()
@@ -766,6 +779,7 @@ class LiveSession:
             )
         except grpc.aio.AioRpcError as err:
             item.status = pb.ITEM_STATUS_INCOMPLETE
+            self._transcribed.set()
             self.error(from_rpc_error(err, "speech-to-text"), reason="transcription_failed")
             self._event(item_done=pb.ItemDone(item=item.message()))
             return
@@ -868,10 +882,9 @@ class LiveSession:
             raise InvalidArgument(
                 "a transcription session makes no responses", field="create_response"
             )
-        if self._response is not None:
+        if self._response is not None or self._awaiting is not None:
             raise InvalidArgument(
-                f"response {self._response.id} is still in progress; cancel it first",
-                field="create_response",
+                "a response is still in progress; cancel it first", field="create_response"
             )
         if len(options.instructions) > self.settings.max_text_chars:
             raise InvalidArgument(
@@ -879,7 +892,31 @@ class LiveSession:
                 field="options.instructions",
             )
         self._drop_speculative()
+        if self._transcribing():
+            self._awaiting = self._spawn(lambda: self._respond_when_transcribed(options))
+            return
         self._start_response(options, ended=time.monotonic())
+
+    def _transcribing(self) -> bool:
+        return any(
+            i.role == _USER and i.status == pb.ITEM_STATUS_IN_PROGRESS
+            for i in self.conversation.items
+        )
+
+    async def _respond_when_transcribed(self, options: pb.ResponseOptions) -> None:
+        """A response requested while user items are still being transcribed (a commit or an
+        audio item just before it) starts when their words are known, as OpenAI's does."""
+        ended = time.monotonic()
+        try:
+            while self._transcribing():
+                self._transcribed.clear()
+                await self._transcribed.wait()
+            self._awaiting = None
+            self._start_response(options, ended=ended)
+        except ChorusError as error:
+            self.error(error, reason="invalid_request")
+        finally:
+            self._awaiting = None
 
     def _start_response(self, options: pb.ResponseOptions, *, ended: float) -> None:
         context = self.conversation.context(self.settings)
@@ -1047,6 +1084,9 @@ class LiveSession:
 
     def _cancel_response(self, response_id: str) -> None:
         response = self._response
+        if response is None and self._awaiting is not None:
+            self._awaiting.cancel()  # it had not started: nothing was sent of it
+            return
         if response is None:
             raise InvalidArgument("no response is in progress", field="cancel_response")
         if response_id and response_id != response.id:
