@@ -55,6 +55,7 @@ bench: env system-deps protos
 	$(PY) bench/text.py
 	$(PY) bench/gateway.py
 	$(PY) bench/scale.py
+	$(PY) bench/realtime.py
 
 # mypy reads gen/ (the messages' .pyi stubs), hence protos; .ci/run lints before it tests.
 LINT_PATHS := services gateway deploy devtools tests bench scripts

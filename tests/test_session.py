@@ -334,3 +334,25 @@ def test_session_limits(logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp
         bare.send(audio=np.zeros(10, np.int16).tobytes())
         bare.close()
         assert bare.error is not None and bare.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_ending_the_call_ends_its_speech_stream(orchestrator, stt_faster_whisper, clips):
+    """A client that goes away mid-speech leaves nothing running: the session's STT stream is
+    cancelled with it (it would otherwise hold one of the speech service's stream slots)."""
+    method = "/chorus.v1.SpeechToText/StreamingTranscribe"
+
+    def streams() -> float:
+        return metric_value(scrape(stt_faster_whisper), "chorus_grpc_in_flight", method=method)
+
+    before = streams()
+    session = SessionClient(orchestrator.address, config())
+    session.stream(clips[QUESTION].bytes()[: RATE * 2], pace=4)
+    deadline = time.monotonic() + 30
+    while streams() < before + 1:
+        assert time.monotonic() < deadline, "the session opened no speech stream"
+        time.sleep(0.05)
+    session.cancel()
+    deadline = time.monotonic() + 10
+    while streams() > before:
+        assert time.monotonic() < deadline, "the speech stream outlived its session"
+        time.sleep(0.05)

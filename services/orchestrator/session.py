@@ -285,7 +285,7 @@ class SpeechInput:
         self.item: Item | None = None
         self.language = ""
         self.ended = False
-        self.task = asyncio.create_task(self._run())
+        self.task = session.spawn(self._run)  # the session's: cancelled when it ends
 
     @property
     def ms(self) -> float:
@@ -539,7 +539,8 @@ class LiveSession:
             )
         )
 
-    def _spawn(self, work: Callable[[], object]) -> asyncio.Task[None]:
+    def spawn(self, work: Callable[[], object]) -> asyncio.Task[None]:
+        """Run ``work()`` as a task of this session: cancelled (and awaited) when it ends."""
         task: asyncio.Task[None] = asyncio.create_task(work())  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -763,7 +764,7 @@ class LiveSession:
         if not create.audio:
             self._event(item_done=pb.ItemDone(item=item.message()))
             return
-        self._spawn(lambda: self._transcribe_item(item, create.audio))
+        self.spawn(lambda: self._transcribe_item(item, create.audio))
 
     async def _transcribe_item(self, item: Item, pcm: bytes) -> None:
         fmt = self.config.input_audio_format
@@ -893,7 +894,7 @@ class LiveSession:
             )
         self._drop_speculative()
         if self._transcribing():
-            self._awaiting = self._spawn(lambda: self._respond_when_transcribed(options))
+            self._awaiting = self.spawn(lambda: self._respond_when_transcribed(options))
             return
         self._start_response(options, ended=time.monotonic())
 
@@ -992,7 +993,7 @@ class LiveSession:
                 emit=lambda event: self._on_turn_event(response, event),
             )
         )
-        response.task = self._spawn(lambda: self._run_response(response, turn, messages))
+        response.task = self.spawn(lambda: self._run_response(response, turn, messages))
         return response
 
     def _make(self, **event: object) -> pb.SessionEvent:

@@ -68,9 +68,10 @@ class OrchestratorSettings(ServerSettings, TurnLimits):
     """A session's speech-to-text call is renewed at the next quiet moment after this much
     audio (inside the speech service's per-call limit, max_audio_seconds)."""
     session_vad_threshold: float = Field(default=0.5, gt=0, lt=1)
-    session_silence_ms: int = Field(default=600, ge=100, le=10_000)
-    """Server VAD defaults: speech probability threshold, and the pause that ends a turn."""
-    session_speculate_ms: int = Field(default=250, ge=0, le=10_000)
+    session_silence_ms: int = Field(default=500, ge=100, le=10_000)
+    """Server VAD defaults: speech probability threshold, and the pause that ends a turn (500 ms,
+    OpenAI's default: every voice-to-voice reply waits this long at least)."""
+    session_speculate_ms: int = Field(default=150, ge=0, le=10_000)
     """After this much pause the turn's transcript is decoded and its reply started, held back
     until the pause reaches silence_duration_ms (then sent at once) or dropped if the user goes
     on. 0: no speculation."""
