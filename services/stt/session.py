@@ -10,8 +10,8 @@ Three tasks share a session, so that hearing never waits for transcribing:
   candidate beside them, as soon as it is offered.
 
 Everything they produce goes through one bounded queue to the caller, so a caller that stops
-reading stalls its own session, never the shared workers. A final waits for a model worker
-when all are busy; partials and candidates are skipped instead (the final replaces them).
+reading stalls its own session, never the shared workers. A final and a candidate wait for a
+model worker when all are busy; partials are skipped instead (the final replaces them).
 """
 
 from __future__ import annotations
@@ -207,7 +207,10 @@ class StreamSession:
         elif work.speculative:
             self._void_candidate()
             options = self._options
-            task = asyncio.ensure_future(self._run(work, options, wait=False))
+            # A candidate waits for a worker like the final it stands for: skipped while a
+            # partial decodes, it would leave the final to start only once the pause is
+            # confirmed, and the caller's speculative reply with it.
+            task = asyncio.ensure_future(self._run(work, options, wait=True))
             candidate = _Candidate(work, options, task)
             task.add_done_callback(lambda _: self._wake.set())
             self._candidate = candidate
