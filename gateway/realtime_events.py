@@ -906,6 +906,19 @@ class RealtimeTranslator:
         code = error.reason or error.code.lower() or None
         if error.field == "commit":
             code = "input_audio_buffer_commit_empty"
+        if error.reason == "transcription_failed" and error.item_id:
+            # OpenAI's own event for it, so a client can tell which item has no transcript.
+            return self._event(
+                "conversation.item.input_audio_transcription.failed",
+                item_id=error.item_id,
+                content_index=0,
+                error={
+                    "type": "server_error",
+                    "code": error.code.lower(),
+                    "message": error.message,
+                    "param": None,
+                },
+            )
         request = _first(_REQUEST_OF_FIELD, error.field)
         return [
             error_event(

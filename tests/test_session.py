@@ -356,3 +356,31 @@ def test_ending_the_call_ends_its_speech_stream(orchestrator, stt_faster_whisper
     while streams() > before:
         assert time.monotonic() < deadline, "the speech stream outlived its session"
         time.sleep(0.05)
+
+
+def test_a_failed_transcription_names_its_item(orchestrator, clips):
+    """An audio item the speech service cannot transcribe (an unknown model): an error event
+    naming the item, the item done INCOMPLETE, and the session goes on."""
+    session = SessionClient(orchestrator.address, config(transcription_model="no-such-model"))
+    try:
+        session.send(
+            create_item=pb.ItemCreate(
+                item=pb.ConversationItem(role=llm_pb2.CHAT_ROLE_USER), audio=clips[QUESTION].bytes()
+            )
+        )
+        added = session.wait_for("item_added").item_added.item
+        error = session.wait_for("error").error
+        assert (error.code, error.reason, error.item_id) == (
+            "NOT_FOUND",
+            "transcription_failed",
+            added.id,
+        )
+        done = session.wait_for("item_done").item_done.item
+        assert done.id == added.id and done.status == pb.ITEM_STATUS_INCOMPLETE
+        session.send(create_item=text_item(QUESTION))
+        session.send(create_response=pb.ResponseCreate(options=pb.ResponseOptions(text_only=True)))
+        assert session.wait_for("response_done").response_done.status == (
+            pb.RESPONSE_STATUS_COMPLETED
+        )
+    finally:
+        session.close()

@@ -343,7 +343,8 @@ class SpeechInput:
             error = from_rpc_error(err, "speech-to-text")
             if error.field == "config.format":
                 error.field = "config.input_audio_format"
-            session.error(error, reason="transcription_failed")
+            item_id = self.item.id if self.item is not None else ""
+            session.error(error, reason="transcription_failed", item_id=item_id)
         finally:
             session.on_speech_input_done(self)
 
@@ -527,7 +528,9 @@ class LiveSession:
             return
         self._out.put_nowait(message)
 
-    def error(self, error: ChorusError, *, reason: str, fatal: bool = False) -> None:
+    def error(
+        self, error: ChorusError, *, reason: str, fatal: bool = False, item_id: str = ""
+    ) -> None:
         """Tell the client a request failed; the session goes on unless ``fatal``."""
         self._event(
             error=pb.SessionError(
@@ -536,6 +539,7 @@ class LiveSession:
                 field=error.field or "",
                 fatal=fatal,
                 reason=reason,
+                item_id=item_id,
             )
         )
 
@@ -781,7 +785,8 @@ class LiveSession:
         except grpc.aio.AioRpcError as err:
             item.status = pb.ITEM_STATUS_INCOMPLETE
             self._transcribed.set()
-            self.error(from_rpc_error(err, "speech-to-text"), reason="transcription_failed")
+            error = from_rpc_error(err, "speech-to-text")
+            self.error(error, reason="transcription_failed", item_id=item.id)
             self._event(item_done=pb.ItemDone(item=item.message()))
             return
         self._add_transcribed(item, response.text.strip(), response.language)

@@ -856,3 +856,27 @@ def test_the_key_as_a_subprotocol_only_on_an_upgrade() -> None:
     assert presented_key({**upgrade, **offered}) == "sk-1"
     assert presented_key(offered) is None  # not an upgrade: headers only
     assert presented_key({**upgrade, **offered, "Authorization": "Bearer sk-2"}) == "sk-2"
+
+
+@pytest.mark.parametrize("beta", [False, True], ids=["ga", "beta"])
+def test_a_failed_transcription_names_its_item(beta: bool) -> None:
+    """A user item whose transcription failed gets OpenAI's own event for it (a client can
+    tell which item has no transcript); other errors stay plain ``error`` events."""
+    t = translator(beta=beta)
+    failed = pb.SessionEvent(
+        error=pb.SessionError(
+            code="UNAVAILABLE",
+            message="speech-to-text is unavailable",
+            reason="transcription_failed",
+            item_id="item_7",
+        )
+    )
+    (shown,) = check(serve(t, failed, beta=beta), beta=beta)
+    assert shown["type"] == "conversation.item.input_audio_transcription.failed"
+    assert shown["item_id"] == "item_7" and shown["content_index"] == 0
+    assert shown["error"]["code"] == "unavailable"
+    assert shown["error"]["message"] == "speech-to-text is unavailable"
+    plain = pb.SessionEvent(
+        error=pb.SessionError(code="NOT_FOUND", message="no item", field="item_id")
+    )
+    assert types(check(serve(t, plain, beta=beta), beta=beta)) == ["error"]
