@@ -6,11 +6,12 @@ at the top of its module, and nothing imports back into it, so there is no impor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
 from gateway.channels import Channels, Stubs
+from gateway.notices import Notices
 from gateway.settings import GatewaySettings
 from services.common.clients import CallOptions
 from services.common.clients import call_options as _call_options
@@ -22,10 +23,12 @@ _EXTENSION = "chorus"
 
 @dataclass(frozen=True)
 class GatewayState:
-    """One app's settings and channels (channels are per process, opened on first use)."""
+    """One app's settings and channels (channels are per process, opened on first use), and
+    the notices ``/api/config`` serves (fetched on first use, kept briefly)."""
 
     settings: GatewaySettings
     channels: Channels
+    notices: Notices = field(default_factory=Notices)
 
 
 def install(app: Flask, settings: GatewaySettings, channels: Channels) -> None:

@@ -890,6 +890,9 @@ class RealtimeTranslator:
             item_id=truncated.item_id,
             content_index=0,
             audio_end_ms=truncated.audio_end_ms,
+            # Chorus: the words that remain, so a client can show what was heard (OpenAI's
+            # event has no text; its clients ignore the field).
+            transcript=truncated.text,
         )
 
     def _from_item_deleted(self, deleted: pb.ItemDeleted) -> list[JSON]:

@@ -34,6 +34,7 @@ __all__ = [
     "ImagesResponse",
     "ModelCard",
     "ModelList",
+    "Notice",
     "Readiness",
     "Reply",
     "Status",
@@ -106,6 +107,16 @@ class VoiceList(Reply):
     voices: list[Voice]
 
 
+class Notice(Reply):
+    """Something the page should tell its user about the suite, e.g. a placeholder model."""
+
+    service: Literal["image", "text-generation"] = Field(description="The service it is about.")
+    message: str = Field(description="One line for a user: what is wrong and what fixes it.")
+    setting: str = Field(
+        description="The environment variable that fixes it, e.g. CHORUS_IMAGE_MODEL."
+    )
+
+
 _TURN_LIMITS: dict[str, Any] = {
     name: (field.annotation, ...) for name, field in TurnLimits.model_fields.items()
 }
@@ -113,8 +124,13 @@ ClientConfig = create_model(
     "ClientConfig",
     __base__=Reply,
     __doc__="Limits the browser applies before sending: the orchestrator's turn limits "
-    "(``TurnLimits``, field for field) and the gateway's upload limit.",
+    "(``TurnLimits``, field for field) and the gateway's upload limit; and notices to show, "
+    "such as a service serving a placeholder model.",
     max_upload_bytes=(int, ...),
+    notices=(
+        list[Notice],
+        Field(description="Placeholder models the user should know of; empty when none."),
+    ),
     **_TURN_LIMITS,
 )
 

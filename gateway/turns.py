@@ -12,7 +12,7 @@ from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2, tts_pb2
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from google.protobuf.json_format import MessageToDict
 
-from gateway.context import call_options, settings_of, stubs_of
+from gateway.context import call_options, settings_of, state_of, stubs_of
 from gateway.errors import ApiError, bad_request, event_error, from_rpc_error
 from gateway.openapi import TEXT, documented
 from gateway.parsing import json_body, validate
@@ -222,8 +222,16 @@ def voices() -> Response:
 @documented("getConfig", "browser", ClientConfig, errors=())
 def config() -> Response:
     """Limits the browser applies before sending (the gateway enforces them anyway): the
-    orchestrator's turn limits, and the gateway's own upload limit."""
-    settings = settings_of()
+    orchestrator's turn limits, and the gateway's own upload limit. And ``notices``: one line
+    for the user per service whose default model is a placeholder (``gateway/notices.py``;
+    asked with a short deadline, kept a few seconds; a service that does not answer adds none)."""
+    state = state_of()
+    settings = state.settings
+    notices = state.notices.get(state.channels.stubs(), settings.ready_timeout)
     return jsonify(
-        {**settings.turn_limits.model_dump(), "max_upload_bytes": settings.max_upload_bytes}
+        {
+            **settings.turn_limits.model_dump(),
+            "max_upload_bytes": settings.max_upload_bytes,
+            "notices": [notice.body() for notice in notices],
+        }
     )

@@ -181,14 +181,8 @@ SERVICES: tuple[Service, ...] = (
         grpc_service="chorus.v1.ImageGeneration",
         streaming_methods=("Generate",),
         route=Route(timeout_s=30, stream_idle_timeout_s=300, max_request_bytes=4 * MiB),
-        # The offline image model is a tiny random-weight pipeline: keep its pictures small.
-        offline_defaults=MappingProxyType(
-            {
-                "CHORUS_IMAGE_DEFAULT_WIDTH": "128",
-                "CHORUS_IMAGE_DEFAULT_HEIGHT": "128",
-                "CHORUS_IMAGE_DEFAULT_STEPS": "8",
-            }
-        ),
+        # No offline sizes here: the offline tiny pipeline's own (64x64, 4 steps) are what a
+        # request with zeros gets (services/image/models.py).
     ),
     Service(
         "orchestrator",

@@ -243,6 +243,9 @@ def orchestrator_env(
         "CHORUS_ORCH_TTS_ADDRESS": tts.address,
         "CHORUS_ORCH_LLM_ADDRESS": llm.address,
         "CHORUS_ORCH_IMAGE_ADDRESS": image if isinstance(image, str) else image.address,
+        # A live session renews its speech-to-text call before the test STT's 60 s limit (a
+        # browser left open a minute got "stream is longer than the limit of 60 s").
+        "CHORUS_ORCH_SESSION_STREAM_SECONDS": "30",
         **TURN_LIMITS,
     }
 

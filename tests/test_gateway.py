@@ -14,11 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import openai
 import pytest
 import requests
 import schemathesis
-from chorus.v1 import tts_pb2
+from chorus.v1 import common_pb2, llm_pb2_grpc, tts_pb2
 from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
 from schemathesis.checks import (
@@ -192,6 +193,25 @@ def test_openai_chat_streamed(client: openai.OpenAI):
 def test_openai_models(client: openai.OpenAI):
     owners = {m.owned_by for m in client.models.list().data}
     assert {"chorus-stt", "chorus-llm", "chorus-image", "chorus-tts"} <= owners
+
+
+def test_config_notices_name_the_placeholder_models(api: GatewayProcess, llm_llama_cpp):
+    """Offline, both generation services serve stand-ins (the tiny random-weight pipeline, whose
+    folder says so; Gemma 3 270M base, the offline default): each says so in its ListModels,
+    and /api/config turns that into one line per service, with the setting that fixes it."""
+    llm = llm_pb2_grpc.TextGenerationStub(grpc.insecure_channel(llm_llama_cpp.address))
+    (gemma,) = [m for m in llm.ListModels(common_pb2.ListModelsRequest(), timeout=10).models]
+    assert gemma.placeholder and "CHORUS_LLM_MODEL" in gemma.description
+    config = requests.get(f"{api.url}/api/config", timeout=10).json()
+    image, text = config["notices"]
+    assert (image["service"], image["setting"]) == ("image", "CHORUS_IMAGE_MODEL")
+    assert "noise" in image["message"] and "CHORUS_IMAGE_MODEL" in image["message"]
+    assert text == {
+        "service": "text-generation",
+        "message": gemma.description,
+        "setting": "CHORUS_LLM_MODEL",
+    }
+    assert config["max_upload_bytes"] == UPLOAD_LIMIT  # the limits are still there
 
 
 # --- bad HTTP input ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -21,7 +22,9 @@ from PIL import Image
 
 from devtools.processes import ServiceProcess
 from services.image.backends.base import Progress
-from services.image.servicer import throttle_progress
+from services.image.models import FALLBACK, ModelDefaults
+from services.image.servicer import ImageGenerationServicer, throttle_progress
+from services.image.settings import ImageSettings
 from tests.conftest import IMAGE_LIMITS
 from tests.support.backends import each_backend
 from tests.support.hf_fake import VALID_TOKEN, FakeHfInference, fake_hf_inference
@@ -212,6 +215,109 @@ def test_list_models(image_server):
     models = stub(image_server).ListModels(common_pb2.ListModelsRequest(), timeout=10).models
     (default,) = [m for m in models if m.is_default]
     assert default.loaded and default.backend in ("diffusers", "hf-inference")
+
+
+# --- a request's zeros get the model's own size and steps; placeholders say so ---------------
+
+
+@pytest.fixture(scope="module")
+def image_native(image_logs: Path, tiny_sd: Path) -> Iterator[ServiceProcess]:
+    """The tiny pipeline with no configured defaults (the suite's other image services set
+    64x64 and 4 steps), and a hub model that is never loaded."""
+    env = {k: v for k, v in LIMITS.items() if not k.startswith("CHORUS_IMAGE_DEFAULT_")}
+    env |= {
+        "CHORUS_IMAGE_BACKEND": "diffusers",
+        "CHORUS_IMAGE_MODEL": str(tiny_sd),
+        "CHORUS_IMAGE_EXTRA_MODELS": json.dumps(["stabilityai/sd-turbo"]),
+    }
+    with serving(IMAGE_SPEC, env, image_logs / "image-native.log") as proc:
+        yield proc
+
+
+def test_zeros_get_the_models_native_size_and_steps(image_native, tiny_sd):
+    """The tiny pipeline is 64x64 natively (its UNet's 32-pixel sample through a 2x VAE) and
+    its folder asks for 4 steps: a request leaving size and steps at 0 gets those, in well
+    under a second. The 512x512, 20-step default it replaced took minutes per picture here."""
+    models = {
+        m.id: m
+        for m in stub(image_native).ListModels(common_pb2.ListModelsRequest(), timeout=10).models
+    }
+    tiny = models[str(tiny_sd)]
+    assert tiny.is_default and tiny.loaded
+    assert tiny.image == common_pb2.ImageModelInfo(
+        native_width=64, native_height=64, default_width=64, default_height=64, default_steps=4
+    )
+    assert tiny.placeholder
+    assert "noise" in tiny.description and "CHORUS_IMAGE_MODEL" in tiny.description
+    turbo = models["stabilityai/sd-turbo"]  # read only when first used: nothing known yet
+    assert not turbo.loaded and not turbo.placeholder
+    assert turbo.image == common_pb2.ImageModelInfo()
+
+    progress, (image,), result = collect(stub(image_native).Generate(draw(seed=1), timeout=60))
+    assert (image.width, image.height) == (64, 64)
+    assert Image.open(io.BytesIO(image.png)).size == (64, 64)
+    assert {p.total_steps for p in progress} == {4} and progress[-1].step == 4
+    # ~0.1 s on an idle 2-core machine; loose for a busy one, far below the old default.
+    assert result.processing_seconds < 15, result.processing_seconds
+    # What a request names still wins over the model's defaults.
+    _, (wide,), _ = collect(
+        stub(image_native).Generate(draw(width=96, height=64, steps=2, seed=1), timeout=60)
+    )
+    assert (wide.width, wide.height) == (96, 64)
+
+
+def test_hosted_models_are_no_placeholders(image_hf_inference):
+    """A hosted model the service does not know has no native size to report; the configured
+    defaults are what its zeros get."""
+    models = stub(image_hf_inference).ListModels(common_pb2.ListModelsRequest(), timeout=10).models
+    (default,) = [m for m in models if m.is_default]
+    assert not any(m.placeholder for m in models)
+    assert default.image == common_pb2.ImageModelInfo(
+        default_width=64, default_height=64, default_steps=4
+    )
+
+
+def servicer_for(**settings: object) -> ImageGenerationServicer:
+    return ImageGenerationServicer(ImageSettings(**settings), None, None, {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("native", "settings", "expected"),
+    [
+        (ModelDefaults(64, 64, 4), {}, ModelDefaults(64, 64, 4)),
+        # SDXL at max_side 512: scaled down whole, aspect kept, multiples of 8.
+        (ModelDefaults(1024, 1024, 30), {"max_side": 512}, ModelDefaults(512, 512, 30)),
+        (ModelDefaults(1024, 768, 0), {"max_side": 512}, ModelDefaults(512, 384, 20)),
+        (ModelDefaults(1000, 1000, 80), {}, ModelDefaults(1000, 1000, 50)),  # max_steps 50
+        (ModelDefaults(), {}, FALLBACK),  # a hosted model nobody knows
+        (ModelDefaults(), {"max_side": 256}, ModelDefaults(256, 256, 20)),
+        (
+            ModelDefaults(1024, 1024, 1),
+            {"default_width": 128, "default_steps": 8},
+            ModelDefaults(128, 1024, 8),
+        ),
+    ],
+    ids=["native", "scaled", "aspect", "steps-capped", "unknown", "unknown-small", "configured"],
+)
+def test_request_defaults(native, settings, expected):
+    assert servicer_for(**settings).defaults(native) == expected
+
+
+def test_native_size_of_pipelines():
+    """As diffusers computes it: ``default_sample_size`` where a pipeline has one (SDXL, SD3,
+    Flux), else the UNet's or transformer's ``sample_size``, times the VAE's scale factor."""
+    from services.image.backends.diffusers_local import native_size
+
+    def config(sample_size):
+        return SimpleNamespace(config=SimpleNamespace(sample_size=sample_size))
+
+    sd15 = SimpleNamespace(vae_scale_factor=8, unet=config(64))
+    flux = SimpleNamespace(vae_scale_factor=8, default_sample_size=128, transformer=config(64))
+    oblong = SimpleNamespace(vae_scale_factor=8, unet=config([96, 128]))  # (height, width)
+    assert native_size(sd15) == (512, 512)
+    assert native_size(flux) == (1024, 1024)
+    assert native_size(oblong) == (1024, 768)
+    assert native_size(SimpleNamespace()) == (0, 0)
 
 
 # A generation that takes tens of seconds with the tiny model (256x256, 50 steps of ~0.6 s).

@@ -180,6 +180,40 @@ def test_text_item_then_cancel_cancels_downstream(short_sentences, llm_llama_cpp
         session.close()
 
 
+def test_reply_audio_goes_out_at_the_pace_of_playback(short_sentences):
+    """A reply is made faster than it is spoken; its audio arrives in slices of at most 200 ms,
+    never more than the lead (1 s) ahead of real time from the first slice, and the response
+    is done only when the last slice is out. (Lower bounds: a sleep is never short, so this
+    holds on any machine, however fast.)"""
+    session = SessionClient(short_sentences.address, config(max_output_tokens=120))
+    try:
+        session.send(create_item=text_item("Count from one to five hundred: 1, 2, 3, 4, 5, 6,"))
+        session.wait_for("item_done")
+        # Before the server can send anything of the reply: every bound below is measured
+        # from here, so a late read of the first slice here cannot make one fail.
+        asked = time.monotonic()
+        session.send(create_response=pb.ResponseCreate())
+        done = session.wait_for("response_done", timeout=180).response_done
+        assert done.status == pb.RESPONSE_STATUS_COMPLETED
+        deltas = [
+            (at, e.audio_delta)
+            for at, e in zip(session.arrivals, session.events, strict=True)
+            if e.HasField("audio_delta")
+        ]
+        total = sum(d.duration_seconds for _, d in deltas)
+        assert total > 5, f"only {total:.1f} s of audio: too short to show pacing"
+        assert max(d.duration_seconds for _, d in deltas) <= 0.2 + 1e-6
+        assert all(len(d.audio) == 2 * round(d.duration_seconds * RATE) for _, d in deltas)
+        sent = 0.0
+        for at, delta in deltas:
+            assert at - asked >= sent - 1.0, (at - asked, sent)
+            sent += delta.duration_seconds
+        finished = session.arrivals[session.events.index(session.wait_for("response_done"))]
+        assert finished - asked >= total - 1.0 - 0.2
+    finally:
+        session.close()
+
+
 def test_barge_in_interrupts_truncates_and_answers_with_true_history(short_sentences, clips):
     """New speech while the reply's audio streams: the reply ends INTERRUPTED, the client's
     truncation cuts the assistant item to what it played, and the new question is answered
@@ -199,7 +233,11 @@ def test_barge_in_interrupts_truncates_and_answers_with_true_history(short_sente
         assert session.events.index(barge) < session.events.index(
             next(e for e in session.events if e.HasField("response_done"))
         ), "the response ended before the user spoke: nothing was interrupted"
-        played_ms = int(first.duration_seconds * 1000 * 0.5)
+        # Half of the audio that came (the client played that much, say).
+        received = sum(
+            d.duration_seconds for d in session.of("audio_delta") if d.item_id == first.item_id
+        )
+        played_ms = int(received * 1000 * 0.5)
         session.send(truncate_item=pb.ItemTruncate(item_id=first.item_id, audio_end_ms=played_ms))
         cut = session.wait_for("item_truncated").item_truncated
         words = done.item.text.split()

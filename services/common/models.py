@@ -18,7 +18,7 @@ import contextvars
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -142,9 +142,13 @@ class ModelManager(Generic[M]):
 
 
 def list_models(
-    models: ModelManager[Any], backend: str, descriptions: dict[str, str] | None = None
+    models: ModelManager[Any],
+    backend: str,
+    descriptions: dict[str, str] | None = None,
+    placeholders: Collection[str] = (),
 ) -> common_pb2.ListModelsResponse:
-    """The ``ListModels`` answer for a service whose models are all run by one backend."""
+    """The ``ListModels`` answer for a service whose models are all run by one backend;
+    ``placeholders``: the ids of stand-in models (``ModelInfo.placeholder``)."""
     descriptions = descriptions or {}
     return common_pb2.ListModelsResponse(
         models=[
@@ -154,6 +158,7 @@ def list_models(
                 loaded=models.is_loaded(model_id),
                 is_default=model_id == models.default,
                 description=descriptions.get(model_id, ""),
+                placeholder=model_id in placeholders,
             )
             for model_id in models.ids
         ]

@@ -9,7 +9,7 @@ from services.common.server import (
     models_and_workers,
     serve,
 )
-from services.image.backends import BACKENDS
+from services.image.backends import BACKENDS, is_placeholder
 from services.image.servicer import ImageGenerationServicer
 from services.image.settings import ImageSettings
 
@@ -24,7 +24,8 @@ def build_server(settings: ImageSettings) -> ChorusServer:
         "image",
     )
     descriptions = {model: BACKENDS.describe(settings, model) for model in settings.all_models()}
-    servicer = ImageGenerationServicer(settings, models, workers, descriptions)
+    placeholders = frozenset(m for m in settings.all_models() if is_placeholder(settings, m))
+    servicer = ImageGenerationServicer(settings, models, workers, descriptions, placeholders)
 
     return model_server(
         settings,

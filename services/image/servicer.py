@@ -7,6 +7,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 
 import grpc
 from chorus.v1 import common_pb2, image_pb2, image_pb2_grpc
@@ -21,6 +22,7 @@ from services.image.backends.base import (
     ImageRequest,
     Progress,
 )
+from services.image.models import FALLBACK, ModelDefaults
 from services.image.settings import ImageSettings
 
 MIN_SIDE = 64
@@ -35,11 +37,14 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
         models: ModelManager[ImageGenerationBackend],
         workers: WorkerPool,
         descriptions: dict[str, str],
+        placeholders: frozenset[str] = frozenset(),
     ) -> None:
+        """``placeholders``: the ids of models that are stand-ins (``is_placeholder``)."""
         self._settings = settings
         self._models = models
         self._workers = workers
         self._descriptions = descriptions
+        self._placeholders = placeholders
 
     def _validate(self, request: image_pb2.GenerateImageRequest) -> ImageRequest:
         s = self._settings
@@ -52,15 +57,14 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
                     f"{name} has {length} characters; the limit is {s.max_prompt_chars}",
                     field=name,
                 )
-        width = request.width or s.default_width
-        height = request.height or s.default_height
+        # 0 stays 0 here: the model's defaults fill it once the model is loaded.
+        width, height, steps = request.width, request.height, request.steps
         for name, value in (("width", width), ("height", height)):
-            if value % 8 or not MIN_SIDE <= value <= s.max_side:
+            if value and (value % 8 or not MIN_SIDE <= value <= s.max_side):
                 raise InvalidArgument(
                     f"{name} {value} must be a multiple of 8 within {MIN_SIDE}..{s.max_side}",
                     field=name,
                 )
-        steps = request.steps or s.default_steps
         if steps > s.max_steps:
             raise InvalidArgument(
                 f"steps {steps} is over the limit of {s.max_steps}", field="steps"
@@ -90,12 +94,32 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
             seeds=[(seed + i) % 2**32 for i in range(count)],
         )
 
+    def defaults(self, native: ModelDefaults) -> ModelDefaults:
+        """What a request with width, height or steps 0 gets from a model whose own values are
+        ``native``: the configured defaults, else the model's (its size scaled down to fit
+        max_side, its steps within max_steps), else ``FALLBACK``'s."""
+        s = self._settings
+        size = native if native.width and native.height else FALLBACK
+        width, height = fit(size.width, size.height, s.max_side)
+        return ModelDefaults(
+            width=s.default_width or width,
+            height=s.default_height or height,
+            steps=s.default_steps or min(native.steps or FALLBACK.steps, s.max_steps),
+        )
+
     async def Generate(
         self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[image_pb2.GenerateImageResponse]:
         job = self._validate(request)
         model_id = self._models.resolve(request.model)
         async with self._models.use(model_id) as backend:
+            default = self.defaults(backend.native)
+            job = replace(
+                job,
+                width=job.width or default.width,
+                height=job.height or default.height,
+                steps=job.steps or default.steps,
+            )
             interval = self._settings.progress_interval_ms / 1000
 
             def generate(emit: Callable[[Event], None], cancelled: threading.Event) -> int:
@@ -131,7 +155,38 @@ class ImageGenerationServicer(image_pb2_grpc.ImageGenerationServicer):
     async def ListModels(
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ListModelsResponse:
-        return list_models(self._models, self._settings.backend, self._descriptions)
+        s = self._settings
+        listing = list_models(self._models, s.backend, self._descriptions, self._placeholders)
+        for info in listing.models:
+            backend = self._models.peek(info.id)
+            if backend is not None:
+                native, default = backend.native, self.defaults(backend.native)
+            else:  # its pipeline is not read until it is loaded
+                native = ModelDefaults()
+                default = ModelDefaults(
+                    s.default_width or 0, s.default_height or 0, s.default_steps or 0
+                )
+            info.image.CopyFrom(
+                common_pb2.ImageModelInfo(
+                    native_width=native.width,
+                    native_height=native.height,
+                    default_width=default.width,
+                    default_height=default.height,
+                    default_steps=default.steps,
+                )
+            )
+        return listing
+
+
+def fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """``width`` x ``height`` scaled down (aspect kept) until neither side is over
+    ``max_side``, each side a multiple of 8 and at least ``MIN_SIDE``."""
+    scale = min(1.0, max_side / max(width, height))
+
+    def side(pixels: int) -> int:
+        return max(MIN_SIDE, int(pixels * scale) // 8 * 8)
+
+    return side(width), side(height)
 
 
 def throttle_progress(

@@ -32,9 +32,16 @@ class ImageSettings(SettingsBase):
     """diffusers' torch device: cpu, cuda, cuda:1, mps."""
 
     # request defaults and limits
-    default_width: int = Field(default=512, ge=8, le=8192)
-    default_height: int = Field(default=512, ge=8, le=8192)
-    default_steps: int = Field(default=20, ge=1, le=1000)
+    default_width: int | None = Field(default=None, ge=8, le=8192)
+    """What a request with width 0 gets. Unset: the model's native width (its pipeline's own
+    default, scaled down to fit max_side; 512 for a hosted model the service does not know).
+    Drawing a tiny model's noise at 512x512 made an offline turn wait 25 s for nothing."""
+    default_height: int | None = Field(default=None, ge=8, le=8192)
+    """As ``default_width``."""
+    default_steps: int | None = Field(default=None, ge=1, le=1000)
+    """What a request with steps 0 gets. Unset: the model's own default (1 for turbo models,
+    4 for the offline placeholder, see ``services/image/models.py``), else 20; at most
+    max_steps."""
     default_guidance_scale: float = Field(default=7.5, ge=0, le=30)
     max_side: int = Field(default=1024, ge=8, le=8192)
     """Largest width or height."""
@@ -51,9 +58,9 @@ class ImageSettings(SettingsBase):
     def _check(self) -> "ImageSettings":
         for name in ("default_width", "default_height"):
             value = getattr(self, name)
-            if value % 8 or value > self.max_side:
+            if value is not None and (value % 8 or value > self.max_side):
                 raise ValueError(f"{name} must be a multiple of 8 and at most max_side")
-        if self.default_steps > self.max_steps:
+        if self.default_steps is not None and self.default_steps > self.max_steps:
             raise ValueError("default_steps must not exceed max_steps")
         return self
 

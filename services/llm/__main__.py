@@ -9,7 +9,7 @@ from services.common.server import (
     models_and_workers,
     serve,
 )
-from services.llm.backends import BACKENDS
+from services.llm.backends import BACKENDS, is_placeholder
 from services.llm.servicer import TextGenerationServicer
 from services.llm.settings import LlmSettings
 
@@ -24,7 +24,8 @@ def build_server(settings: LlmSettings) -> ChorusServer:
         "llm",
     )
     descriptions = {model: BACKENDS.describe(settings, model) for model in settings.all_models()}
-    servicer = TextGenerationServicer(settings, models, workers, descriptions)
+    placeholders = frozenset(m for m in settings.all_models() if is_placeholder(settings, m))
+    servicer = TextGenerationServicer(settings, models, workers, descriptions, placeholders)
 
     return model_server(
         settings,

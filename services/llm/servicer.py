@@ -35,11 +35,14 @@ class TextGenerationServicer(llm_pb2_grpc.TextGenerationServicer):
         models: ModelManager[TextGenerationBackend],
         workers: WorkerPool,
         descriptions: dict[str, str],
+        placeholders: frozenset[str] = frozenset(),
     ) -> None:
+        """``placeholders``: the ids of models that are stand-ins (``is_placeholder``)."""
         self._settings = settings
         self._models = models
         self._workers = workers
         self._descriptions = descriptions
+        self._placeholders = placeholders
 
     def _validate(self, request: llm_pb2.GenerateTextRequest) -> GenerationRequest:
         s = self._settings
@@ -138,4 +141,6 @@ class TextGenerationServicer(llm_pb2_grpc.TextGenerationServicer):
     async def ListModels(
         self, request: common_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.ListModelsResponse:
-        return list_models(self._models, self._settings.backend, self._descriptions)
+        return list_models(
+            self._models, self._settings.backend, self._descriptions, self._placeholders
+        )

@@ -11,7 +11,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from services.catalog import BY_NAME
 from services.common.errors import FailedPrecondition
+
+_LLM = BY_NAME["llm"]
 
 
 def _gemma_3_270m(cache_dir: Path) -> Path:
@@ -40,9 +43,15 @@ OFFLINE_MODELS: dict[str, Callable[[Path], Path]] = {"gemma-3-270m": _gemma_3_27
 """Model ids available without a network, mapped to how their GGUF file is made."""
 
 OFFLINE_DESCRIPTIONS: dict[str, str] = {
-    "gemma-3-270m": "Gemma 3 270M base (Q4_K_M GGUF, offline from PyPI); small and fast, "
-    "good for short factual replies, not for instructions",
+    "gemma-3-270m": "Replies come from Gemma 3 270M base, a small offline placeholder that "
+    f"follows no instructions and knows little. Set {_LLM.env('model')} to a larger GGUF file "
+    f"(or {_LLM.env('backend')}=openai) for real answers.",
 }
+"""What ListModels says of each offline model (a placeholder's: one line a user can read)."""
+
+PLACEHOLDERS: frozenset[str] = frozenset({"gemma-3-270m"})
+"""Offline models that are stand-ins (``ModelInfo.placeholder``): they prove the path, not the
+job. A GGUF file given by path never is: whoever configured it chose it."""
 
 
 def resolve_gguf(model: str, cache_dir: Path) -> Path:

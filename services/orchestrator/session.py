@@ -372,6 +372,10 @@ class Response:
     """The ids of the items it answers, oldest first."""
     finished: bool = False
     """Ran to its end while still speculative: ``_go_live`` ends it once its events are out."""
+    audio: asyncio.Queue[pb.SessionEvent | None] = field(default_factory=asyncio.Queue)
+    """Its audio deltas, sliced, waiting to be sent at the pace of playback (None: no more)."""
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by ``_go_live``: its audio may go out."""
 
     @property
     def speculative(self) -> bool:
@@ -880,6 +884,7 @@ class LiveSession:
             if event.WhichOneof("event") == "item_added":
                 event.item_added.previous_item_id = previous
             self._send(event)
+        response.live.set()
         if response.finished:
             self._finish(response)
 
@@ -1032,18 +1037,10 @@ class LiveSession:
         elif kind == "audio_chunk":
             chunk = event.audio_chunk
             item.spoken.append((chunk.text, chunk.duration_seconds))
-            self._emit_for(
-                response,
-                audio_delta=pb.ResponseAudioDelta(
-                    response_id=rid,
-                    item_id=item.id,
-                    audio=chunk.audio,
-                    encoding=chunk.encoding,
-                    sample_rate_hz=chunk.sample_rate_hz,
-                    duration_seconds=chunk.duration_seconds,
-                    text=chunk.text,
-                ),
-            )
+            for piece in audio_slices(chunk):
+                delta = pb.ResponseAudioDelta(response_id=rid, item_id=item.id)
+                delta.MergeFrom(piece)
+                response.audio.put_nowait(self._make(audio_delta=delta))
         elif kind == "image_progress":
             self._emit_for(
                 response,
@@ -1069,8 +1066,14 @@ class LiveSession:
     async def _run_response(
         self, response: Response, turn: Turn, messages: list[llm_pb2.ChatMessage]
     ) -> None:
+        """Make the response and send its audio at the pace of playback; it is done when the
+        last of its audio is sent. Cancelled (barge-in, cancel, the session ending), nothing
+        more of it goes out."""
+        speaker = asyncio.get_running_loop().create_task(self._speak(response))
         try:
             await turn.answer(messages, response.transcript)
+            response.audio.put_nowait(None)
+            await speaker
         except asyncio.CancelledError:
             if response.speculative:
                 raise  # dropped unseen
@@ -1086,7 +1089,24 @@ class LiveSession:
         except ChorusError as error:
             response.status = pb.RESPONSE_STATUS_FAILED
             response.error = pb.TurnError(code=error.code.name, message=error.message, fatal=True)
+        finally:
+            speaker.cancel()
         self._finish(response)
+
+    async def _speak(self, response: Response) -> None:
+        """Send ``response``'s audio once it is live, each slice when the client has at most
+        ``session_audio_lead_ms`` of it left to play (by this clock: what was sent, played
+        from when it was sent or from the end of what was before it, whichever is later)."""
+        await response.live.wait()
+        lead = self.settings.session_audio_lead_ms / 1000
+        played_until = 0.0
+        while (message := await response.audio.get()) is not None:
+            now = time.monotonic()
+            if lead and played_until - now > lead:
+                await asyncio.sleep(played_until - now - lead)
+                now = time.monotonic()
+            self._send(message)
+            played_until = max(played_until, now) + message.audio_delta.duration_seconds
 
     def _cancel_response(self, response_id: str) -> None:
         response = self._response
@@ -1140,6 +1160,38 @@ class LiveSession:
         if response.error is not None:
             done.error.CopyFrom(response.error)
         self._send(self._make(response_done=done))
+
+
+SLICE_SECONDS = 0.2
+"""The longest audio delta a response sends: a sentence's audio goes out in slices, so that
+pacing is fine-grained and a barge-in leaves at most a slice more than the lead unsent."""
+
+
+def audio_slices(chunk: pb.AudioChunkEvent) -> list[pb.ResponseAudioDelta]:
+    """``chunk`` as audio deltas of at most ``SLICE_SECONDS`` (PCM; another encoding cannot be
+    cut and stays whole); its text goes with the first."""
+    whole = pb.ResponseAudioDelta(
+        audio=chunk.audio,
+        encoding=chunk.encoding,
+        sample_rate_hz=chunk.sample_rate_hz,
+        duration_seconds=chunk.duration_seconds,
+        text=chunk.text,
+    )
+    if chunk.encoding != _PCM or not chunk.sample_rate_hz:
+        return [whole]
+    step = 2 * max(1, int(chunk.sample_rate_hz * SLICE_SECONDS))
+    if len(chunk.audio) <= step:
+        return [whole]
+    return [
+        pb.ResponseAudioDelta(
+            audio=chunk.audio[i : i + step],
+            encoding=chunk.encoding,
+            sample_rate_hz=chunk.sample_rate_hz,
+            duration_seconds=len(chunk.audio[i : i + step]) / 2 / chunk.sample_rate_hz,
+            text=chunk.text if i == 0 else "",
+        )
+        for i in range(0, len(chunk.audio), step)
+    ]
 
 
 _REASONS: dict[type[ChorusError], str] = {

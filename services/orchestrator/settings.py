@@ -67,6 +67,12 @@ class OrchestratorSettings(ServerSettings, TurnLimits):
     session_stream_seconds: float = Field(default=300.0, ge=10, le=3600)
     """A session's speech-to-text call is renewed at the next quiet moment after this much
     audio (inside the speech service's per-call limit, max_audio_seconds)."""
+    session_audio_lead_ms: int = Field(default=1000, ge=0, le=60_000)
+    """A response's audio is sent at most this far ahead of real time (the client's playback),
+    in slices of at most ``SLICE_SECONDS``. A reply is made faster than it is spoken; sent
+    all at once, it would be over on the server while the client still plays it, so speech
+    over it could no longer interrupt it (its response ends ``interrupted``, nothing more is
+    sent). The lead covers network jitter; 0 sends audio as soon as it is made."""
     session_vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     session_silence_ms: int = Field(default=500, ge=100, le=10_000)
     """Server VAD defaults: speech probability threshold, and the pause that ends a turn (500 ms,

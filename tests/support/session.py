@@ -59,6 +59,8 @@ class SessionClient:
         stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
         self.call = stub.Session(self._iterate(), timeout=timeout)
         self.events: list[pb.SessionEvent] = []
+        self.arrivals: list[float] = []
+        """When each of ``events`` arrived (time.monotonic)."""
         self.error: grpc.RpcError | None = None
         self._changed = threading.Condition()
         self._ended = False
@@ -73,6 +75,7 @@ class SessionClient:
         try:
             for event in self.call:
                 with self._changed:
+                    self.arrivals.append(time.monotonic())
                     self.events.append(event)
                     self._changed.notify_all()
         except grpc.RpcError as error:

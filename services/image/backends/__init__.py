@@ -5,6 +5,10 @@ its settings section (if it has knobs: ``CHORUS_IMAGE_<NAME>__<FIELD>``), a load
 the module lazily (a replica imports only the engine it runs: torch is not needed for the
 hosted API), what ListModels says of a model before it is loaded, and one line in
 ``BACKENDS``.
+
+A model is a placeholder (``ModelInfo.placeholder``) when it is the offline ``tiny-random-sd``
+or a folder whose ``chorus-model.json`` says so (``services/image/models.py``); hosted models
+never are.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pydantic import BaseModel, Field
 from services.common.registry import Backend, Factory, Registry
 from services.common.settings import ApiSettings, BackendServiceSettings
 from services.image.backends.base import ImageGenerationBackend
+from services.image.models import KNOWN_MODELS, PLACEHOLDER_DESCRIPTION, read_notes
 
 if TYPE_CHECKING:
     from services.image.settings import ImageSettings
@@ -27,6 +32,7 @@ __all__ = [
     "OFFLINE_MODEL",
     "DiffusersSettings",
     "HfInferenceSettings",
+    "is_placeholder",
 ]
 
 OFFLINE_MODEL = "tiny-random-sd"
@@ -64,14 +70,21 @@ def _load_diffusers(
     source = (
         str(tiny_pipeline_folder(Path(settings.cache_dir))) if model == OFFLINE_MODEL else model
     )
+    known = KNOWN_MODELS.get(model)
     return DiffusersBackend(
-        model, source, settings.device, options.dtype, options.variant, settings.cpu_threads
+        model,
+        source,
+        settings.device,
+        options.dtype,
+        options.variant,
+        settings.cpu_threads,
+        steps=read_notes(source).steps or (known.steps if known else 0),
     )
 
 
 def _describe_diffusers(settings: ImageSettings, options: DiffusersSettings, model: str) -> str:
-    if model == OFFLINE_MODEL:
-        return "tiny random-weight Stable Diffusion (offline; draws noise, proves the path)"
+    if is_placeholder(settings, model):
+        return PLACEHOLDER_DESCRIPTION
     return f"diffusers pipeline {model} on {settings.device} ({options.dtype})"
 
 
@@ -87,6 +100,14 @@ def _describe_hf_inference(
     settings: ImageSettings, options: HfInferenceSettings, model: str
 ) -> str:
     return f"{model} on the Hugging Face inference API"
+
+
+def is_placeholder(settings: ImageSettings, model: str) -> bool:
+    """Whether ``model`` is a stand-in that draws noise: the offline ``tiny-random-sd``, or a
+    diffusers folder whose notes say so (the tests' copy of it). Read without loading it."""
+    if settings.backend != "diffusers":
+        return False
+    return model == OFFLINE_MODEL or read_notes(model).placeholder
 
 
 BACKENDS: Registry[Factory[ImageGenerationBackend]] = Registry(

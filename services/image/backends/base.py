@@ -7,10 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.image.models import ModelDefaults
+
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """A validated request: every default already applied."""
+    """A validated request. A backend gets it with every default applied; 0 in width, height
+    or steps only before that (the model's defaults are known once it is loaded)."""
 
     prompt: str
     negative_prompt: str
@@ -48,6 +51,9 @@ class ImageGenerationBackend(Protocol):
     """Backend name, e.g. "diffusers" or "hf-inference"."""
     model_id: str
     description: str
+    native: ModelDefaults
+    """The model's native size and default steps, read from the loaded model (or, for a hosted
+    one, known values); what a request leaving them at 0 gets."""
 
     def generate(
         self, request: ImageRequest, emit: Callable[[Event], None], cancelled: threading.Event

@@ -18,6 +18,7 @@ from diffusers.utils import logging as diffusers_logging
 from transformers.utils import logging as transformers_logging
 
 from services.image.backends.base import Event, Image, ImageRequest, Progress
+from services.image.models import ModelDefaults
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ class DiffusersBackend:
         dtype: str = "float32",
         variant: str | None = None,
         cpu_threads: int = 0,
+        steps: int = 0,
     ) -> None:
+        """``steps``: the model's default steps when known (its notes, or a known hub model);
+        a pipeline cannot say (every Stable Diffusion pipeline defaults to 50)."""
         if cpu_threads:
             torch.set_num_threads(cpu_threads)
         self.model_id = model_id
@@ -52,9 +56,13 @@ class DiffusersBackend:
         )
         self._pipeline.to(device)
         self._pipeline.set_progress_bar_config(disable=True)
+        width, height = native_size(self._pipeline)
+        self.native = ModelDefaults(width, height, steps)
         # A pipeline keeps per-call state (timesteps, the interrupt flag): one call at a time.
         self._lock = threading.Lock()
-        log.info("loaded %s (%s)", model_id, type(self._pipeline).__name__)
+        log.info(
+            "loaded %s (%s, native %dx%d)", model_id, type(self._pipeline).__name__, width, height
+        )
 
     def generate(
         self, request: ImageRequest, emit: Callable[[Event], None], cancelled: threading.Event
@@ -90,3 +98,24 @@ class DiffusersBackend:
             picture.save(buffer, format="PNG")
             emit(Image(buffer.getvalue(), picture.width, picture.height, seed, index))
         return len(output.images)
+
+
+def native_size(pipeline: object) -> tuple[int, int]:
+    """(width, height) the pipeline draws when given none, as diffusers computes it: the
+    denoiser's latent sample size (``default_sample_size`` where the pipeline has one: SDXL,
+    SD3, Flux; else the UNet's or transformer's ``sample_size``) times the VAE's scale factor.
+    (0, 0) when the pipeline has neither."""
+    scale = getattr(pipeline, "vae_scale_factor", 0)
+    size = getattr(pipeline, "default_sample_size", None)
+    if size is None:
+        for name in ("unet", "transformer"):
+            denoiser = getattr(pipeline, name, None)
+            if denoiser is not None:
+                size = getattr(denoiser.config, "sample_size", None)
+                break
+    if not isinstance(scale, int) or scale <= 0 or size is None:
+        return 0, 0
+    if isinstance(size, int):
+        return size * scale, size * scale
+    height, width = size  # a (height, width) pair in some configs
+    return int(width) * scale, int(height) * scale

@@ -29,6 +29,7 @@ from services.common.errors import (
 )
 from services.image.backends import HfInferenceSettings
 from services.image.backends.base import Event, Image, ImageRequest, Progress
+from services.image.models import KNOWN_MODELS, ModelDefaults
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ class HfInferenceBackend:
         """Build the client for ``api`` (its token read here, by ``ApiSettings.api_key``); no
         request is made, so an API that is down shows up per call, as UNAVAILABLE."""
         self.model_id = model_id
+        # The API cannot be asked for a model's size or steps: known models' values, else none
+        # (the service's settings and fallback decide).
+        self.native = KNOWN_MODELS.get(model_id, ModelDefaults())
         url = api.base_url.rstrip("/")
         self._url = url if api.endpoint_is_model_url else f"{url}/models/{model_id}"
         token = api.api_key()

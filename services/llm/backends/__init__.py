@@ -25,6 +25,7 @@ __all__ = [
     "SettingsBase",
     "LlamaCppSettings",
     "OpenAISettings",
+    "is_placeholder",
 ]
 
 
@@ -84,6 +85,14 @@ def _load_openai(
 
 def _describe_openai(settings: LlmSettings, options: OpenAISettings, model: str) -> str:
     return f"{model} on the OpenAI-compatible server at {options.base_url}"
+
+
+def is_placeholder(settings: LlmSettings, model: str) -> bool:
+    """Whether ``model`` is a stand-in: an offline model marked so in ``weights.PLACEHOLDERS``
+    (Gemma 3 270M base, the offline default), run by llama.cpp."""
+    from services.llm.weights import PLACEHOLDERS
+
+    return settings.backend == "llama-cpp" and model in PLACEHOLDERS
 
 
 BACKENDS: Registry[Factory[TextGenerationBackend]] = Registry(
