@@ -110,7 +110,10 @@ def test_install_fails_on_a_conflict(tmp_path: Path, requirement: str, complaint
     for name in ("requirements/lock.txt", "requirements/overrides.txt", "scripts/install_deps.py"):
         shutil.copyfile(ROOT / name, tmp_path / name)
     pyproject = (ROOT / "pyproject.toml").read_text()
-    pyproject = pyproject.replace("orchestrator = []", f'orchestrator = ["{requirement}"]')
+    assert "orchestrator = [\n" in pyproject
+    pyproject = pyproject.replace(
+        "orchestrator = [\n", f'orchestrator = [\n    "{requirement}",\n', 1
+    )
     (tmp_path / "pyproject.toml").write_text(pyproject)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
