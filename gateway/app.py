@@ -20,9 +20,9 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from gateway import health, openai, turns
-from gateway.auth import is_public, key_matches, presented_key, unauthorized
+from gateway.auth import is_public, presented_key, unauthorized
 from gateway.channels import Channels
-from gateway.context import install
+from gateway.context import install, state_of
 from gateway.errors import ApiError
 from gateway.openapi import TEXT, document, documented
 from gateway.settings import GatewaySettings
@@ -66,21 +66,25 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
         g.started = time.perf_counter()
         if request.method == "OPTIONS" or is_public(request.path):
             return
-        if not key_matches(settings, presented_key(request.headers)):
+        principal = state_of().keys.authenticate(presented_key(request.headers))
+        if principal is None:
             raise unauthorized()
+        g.principal = principal  # whose conversations and artifacts this request reaches
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "-")
         started = g.get("started")
         if started is not None:
+            principal = g.get("principal")
             log.info(
-                "%s %s -> %d (%.1f ms%s)",
+                "%s %s -> %d (%.1f ms%s%s)",
                 request.method,
                 request.path,
                 response.status_code,
                 (time.perf_counter() - started) * 1000,
                 ", streaming" if response.is_streamed else "",
+                f", key {principal.name} of {principal.tenant}" if principal else "",
             )
         return response
 

@@ -1,18 +1,17 @@
-"""The API key: which paths need it and how a presented key is checked.
+"""The API key: which paths need it and how a request presents it.
 
-One place, so every way a client can present the key (the ``Authorization`` header today; a
-WebSocket subprotocol, which browsers can set where they cannot set headers) is checked alike.
+One place, so every way a client can present the key (the ``Authorization`` header; a
+WebSocket subprotocol, which browsers can set where they cannot set headers) is read alike;
+``gateway/keys.py`` says whose key it is.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 
 from werkzeug.datastructures import Headers
 
 from gateway.errors import ApiError
-from gateway.settings import GatewaySettings
 
 __all__ = [
     "KEY_SUBPROTOCOL",
@@ -20,7 +19,6 @@ __all__ = [
     "bearer_token",
     "is_public",
     "is_websocket",
-    "key_matches",
     "presented_key",
     "subprotocol_key",
     "subprotocols",
@@ -74,18 +72,6 @@ def presented_key(headers: HeaderMap) -> str | None:
     if token is None and is_websocket(headers):
         token = subprotocol_key(headers)
     return token
-
-
-def key_matches(settings: GatewaySettings, token: str | None) -> bool:
-    """Whether ``token`` is the gateway's key (any token is, when it has none).
-
-    Constant-time, so the time taken says nothing about how much of a guess was right; neither
-    the key nor the token is ever logged.
-    """
-    if settings.api_key is None:
-        return True
-    expected = settings.api_key.get_secret_value().encode()
-    return token is not None and hmac.compare_digest(token.encode(), expected)
 
 
 def unauthorized() -> ApiError:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from flask import Flask, current_app
 
 from gateway.channels import Channels, Stubs
+from gateway.keys import KeyRing
 from gateway.notices import Notices
 from gateway.settings import GatewaySettings
 from services.common.clients import CallOptions
@@ -23,17 +24,18 @@ _EXTENSION = "chorus"
 
 @dataclass(frozen=True)
 class GatewayState:
-    """One app's settings and channels (channels are per process, opened on first use), and
-    the notices ``/api/config`` serves (fetched on first use, kept briefly)."""
+    """One app's settings and channels (channels are per process, opened on first use), its
+    API keys, and the notices ``/api/config`` serves (fetched on first use, kept briefly)."""
 
     settings: GatewaySettings
     channels: Channels
+    keys: KeyRing
     notices: Notices = field(default_factory=Notices)
 
 
 def install(app: Flask, settings: GatewaySettings, channels: Channels) -> None:
     """Attach the state to ``app``; ``create_app`` calls it once."""
-    app.extensions[_EXTENSION] = GatewayState(settings, channels)
+    app.extensions[_EXTENSION] = GatewayState(settings, channels, KeyRing(settings))
 
 
 def state_of(app: Flask | None = None) -> GatewayState:

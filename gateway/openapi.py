@@ -233,7 +233,7 @@ def document(app: Flask) -> dict[str, Any]:
     if cached is None:
         with _generated, app.app_context():  # spectree's first generation is not thread-safe
             cached = copy.deepcopy(spec.spec)
-        if state_of(app).settings.api_key is None:
+        if state_of(app).keys.open:
             cached["security"] = [{"bearer": []}, {}]
         app.extensions["chorus.openapi"] = cached
     return cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -131,6 +132,14 @@ class GatewaySettings(BaseSettings):
     api_key: SecretStr | None = None
     """When set, /api/* and /v1/* demand ``Authorization: Bearer <key>`` (a WebSocket upgrade may
     offer it as the subprotocol ``openai-insecure-api-key.<key>`` instead); never logged."""
+    api_key_tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    """The tenant of ``api_key``'s callers."""
+    api_keys_file: Path | None = None
+    """A TOML file of keys, each with a name and a tenant (``gateway/keys.py``), beside or
+    instead of ``api_key``; read again when it changes, so keys come and go without a restart.
+    It must exist and be valid when the gateway starts."""
+    api_keys_reload_seconds: float = Field(default=1.0, gt=0, le=3600)
+    """How often a request may check whether the keys file changed (a stat, no read)."""
     model_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MODEL_ALIASES))
     voice_aliases: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_VOICE_ALIASES))
 
