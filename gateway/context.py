@@ -6,7 +6,9 @@ at the top of its module, and nothing imports back into it, so there is no impor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 from flask import Flask, current_app
 
@@ -14,6 +16,7 @@ from gateway.channels import Channels, Stubs
 from gateway.keys import KeyRing
 from gateway.notices import Notices
 from gateway.settings import GatewaySettings
+from services.common.artifacts import ArtifactSettings, ArtifactStore, open_store
 from services.common.clients import CallOptions
 from services.common.clients import call_options as _call_options
 
@@ -31,6 +34,11 @@ class GatewayState:
     channels: Channels
     keys: KeyRing
     notices: Notices = field(default_factory=Notices)
+    artifacts: Callable[[], ArtifactStore] = field(
+        default_factory=lambda: cache(lambda: open_store(ArtifactSettings()))
+    )
+    """The artifact store (``CHORUS_ARTIFACTS_*``), opened on first use: an S3 client is made
+    only when a request needs it."""
 
 
 def install(app: Flask, settings: GatewaySettings, channels: Channels) -> None:

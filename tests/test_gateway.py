@@ -44,15 +44,22 @@ UPLOAD_LIMIT = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def api(
-    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+    logs: Path,
+    stt_faster_whisper,
+    tts_piper,
+    llm_llama_cpp,
+    image_diffusers,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayProcess]:
-    """The gateway over the four model services (no orchestrator: /readyz says 503)."""
+    """The gateway over the four model services (no orchestrator: /readyz says 503), keeping
+    artifacts in a folder of its own."""
     env = gateway_env(
         stt=stt_faster_whisper,
         tts=tts_piper,
         llm=llm_llama_cpp,
         image=image_diffusers,
         CHORUS_GATEWAY_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+        CHORUS_ARTIFACTS_FOLDER=str(tmp_path_factory.mktemp("gateway-artifacts")),
     )
     with running_gateway(env, logs, "models") as gateway:
         yield gateway
@@ -161,6 +168,26 @@ def test_openai_image(client: openai.OpenAI):
     for item in result.data:
         image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
         assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_openai_image_url_is_a_kept_artifact(client: openai.OpenAI):
+    """``response_format=url`` (OpenAI's default) links to the picture in the artifact store:
+    a real URL on this gateway, PNG, cacheable, with byte ranges."""
+    (item,) = client.images.generate(
+        prompt="a blue circle", size="64x64", response_format="url", extra_body={"seed": 7}
+    ).data
+    assert item.url is not None and item.url.startswith(str(client.base_url) + "artifacts/")
+    whole = requests.get(item.url, timeout=10)
+    assert whole.status_code == 200 and whole.headers["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(whole.content)).size == (64, 64)
+    assert "immutable" in whole.headers["Cache-Control"]
+    head = requests.get(item.url, headers={"Range": "bytes=0-7"}, timeout=10)
+    assert head.status_code == 206 and head.content == b"\x89PNG\r\n\x1a\n"
+    # The same seed draws the same bytes: the same content address, one copy.
+    (again,) = client.images.generate(
+        prompt="a blue circle", size="64x64", response_format="url", extra_body={"seed": 7}
+    ).data
+    assert again.url == item.url
 
 
 def test_openai_chat_streamed(client: openai.OpenAI):

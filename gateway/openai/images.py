@@ -7,10 +7,11 @@ import time
 
 import grpc
 from chorus.v1 import image_pb2
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, g, jsonify
 
 from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import ApiError, bad_request, from_rpc_error
+from gateway.openai.artifacts import save, url_of
 from gateway.openai.common import model_id
 from gateway.openapi import documented
 from gateway.parsing import check_text, json_body, validate
@@ -21,16 +22,15 @@ __all__ = ["blueprint"]
 
 blueprint = Blueprint("images", __name__, url_prefix="/images")
 
-_DATA_URL = "data:image/png;base64,"
-
 
 @blueprint.post("/generations")
 @documented("createImage", "images", ImagesResponse, json=ImageRequest)
 def generations() -> Response:
     """Generate images
 
-    The PNGs come whole once every image is done (``b64_json``, or a ``data:`` URL for
-    ``url``); ``seed`` and ``steps`` are Chorus extensions.
+    The PNGs come whole once every image is done: ``b64_json``, or for ``url`` a link to the
+    picture kept in the artifact store (``/v1/artifacts/{id}``, the caller's tenant only);
+    ``seed`` and ``steps`` are Chorus extensions.
     """
     body = validate(ImageRequest, json_body())
     settings = settings_of()
@@ -63,10 +63,20 @@ def generations() -> Response:
         raise from_rpc_error(error, "image generation") from None
     data = []
     for picture in sorted(pictures, key=lambda p: p.index):
-        encoded = base64.b64encode(picture.png).decode()
         if body.response_format == "url":
-            item = Image(revised_prompt=body.prompt, seed=picture.seed, url=_DATA_URL + encoded)
+            kept = save(
+                picture.png,
+                "image/png",
+                model=message.model or "default",
+                backend="image",
+                turn_id=g.get("request_id", ""),
+                width=picture.width or None,
+                height=picture.height or None,
+            )
+            url = url_of(kept)
+            item = Image(revised_prompt=body.prompt, seed=picture.seed, url=url)
         else:
+            encoded = base64.b64encode(picture.png).decode()
             item = Image(revised_prompt=body.prompt, seed=picture.seed, b64_json=encoded)
         data.append(item)
     return jsonify(ImagesResponse(created=int(time.time()), data=data).body())
