@@ -40,6 +40,8 @@ class Stubs:
     """One stub per service, over this process's channels."""
 
     orchestrator: orchestrator_pb2_grpc.OrchestratorStub
+    conversations: orchestrator_pb2_grpc.ConversationsStub
+    """The orchestrator's stored conversations (on its channel)."""
     orchestrator_health: health_pb2_grpc.HealthStub
     """Call it with ``HEALTH_METADATA`` (and ask for the orchestrator's service name)."""
     stt: stt_pb2_grpc.SpeechToTextStub
@@ -85,6 +87,7 @@ class Channels:
             }
         return Stubs(
             orchestrator=orchestrator_pb2_grpc.OrchestratorStub(by_name["orchestrator"]),
+            conversations=orchestrator_pb2_grpc.ConversationsStub(by_name["orchestrator"]),
             orchestrator_health=health_pb2_grpc.HealthStub(by_name["orchestrator"]),
             stt=stt_pb2_grpc.SpeechToTextStub(by_name["stt"]),
             tts=tts_pb2_grpc.TextToSpeechStub(by_name["tts"]),

@@ -10,17 +10,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g, has_request_context
 
 from gateway.channels import Channels, Stubs
-from gateway.keys import KeyRing
+from gateway.keys import ANONYMOUS, KeyRing, Principal
 from gateway.notices import Notices
 from gateway.settings import GatewaySettings
 from services.common.artifacts import ArtifactSettings, ArtifactStore, open_store
 from services.common.clients import CallOptions
 from services.common.clients import call_options as _call_options
 
-__all__ = ["GatewayState", "call_options", "install", "settings_of", "state_of", "stubs_of"]
+__all__ = [
+    "TENANT_KEY",
+    "GatewayState",
+    "call_options",
+    "install",
+    "settings_of",
+    "state_of",
+    "stubs_of",
+    "tenant_metadata",
+]
 
 _EXTENSION = "chorus"
 
@@ -60,7 +69,19 @@ def stubs_of() -> Stubs:
     return state_of().channels.stubs()
 
 
+TENANT_KEY = "x-chorus-tenant"
+"""The metadata that tells the orchestrator whose conversations and artifacts a call reaches."""
+
+
+def tenant_metadata() -> tuple[str, str]:
+    """The caller's tenant as call metadata (its key's, or ``default`` on an open gateway)."""
+    principal: Principal = g.get("principal", ANONYMOUS) if has_request_context() else ANONYMOUS
+    return (TENANT_KEY, principal.tenant)
+
+
 def call_options(timeout: float | None = None, *extra: tuple[str, str]) -> CallOptions:
     """Deadline and metadata of a downstream call: ``timeout`` seconds (the gateway's
-    ``call_timeout`` by default) and the request id, plus ``extra`` metadata pairs."""
-    return _call_options(settings_of().call_timeout if timeout is None else timeout, *extra)
+    ``call_timeout`` by default), the request id and the caller's tenant, plus ``extra``
+    metadata pairs."""
+    timeout = settings_of().call_timeout if timeout is None else timeout
+    return _call_options(timeout, tenant_metadata(), *extra)

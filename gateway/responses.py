@@ -31,6 +31,11 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "Image",
+    "ArtifactLink",
+    "Conversation",
+    "ConversationDeleted",
+    "ConversationItem",
+    "ConversationList",
     "ImagesResponse",
     "ModelCard",
     "ModelList",
@@ -105,6 +110,53 @@ class Voice(Reply):
 
 class VoiceList(Reply):
     voices: list[Voice]
+
+
+class ArtifactLink(Reply):
+    """Media an item references, fetched at ``url`` (``GET /v1/artifacts/{id}``)."""
+
+    id: str
+    url: str
+
+
+class ConversationItem(Reply):
+    """One stored message of a conversation."""
+
+    id: str
+    role: Literal["user", "assistant", "system"]
+    text: str
+    transcript: str = Field(description="What was heard, for speech input; else empty.")
+    status: str = Field(description="completed, incomplete or failed.")
+    created_at: float = Field(description="Unix seconds.")
+    artifacts: list[ArtifactLink] = Field(description="Its audio and images, in order.")
+    timings_ms: dict[str, float] = Field(description="Stage timings of the turn that made it.")
+
+
+class Conversation(Reply):
+    """A stored conversation; ``items`` only when one conversation is asked for."""
+
+    id: str
+    object: Literal["conversation"]
+    title: str
+    created_at: float = Field(description="Unix seconds.")
+    updated_at: float
+    items: list[ConversationItem] | SkipJsonSchema[None] = _sometimes(
+        "Its items, oldest first (GET /v1/conversations/{id})."
+    )
+
+
+class ConversationList(Reply):
+    object: Literal["list"]
+    data: list[Conversation]
+    next_page_token: str | None = Field(description="Pass as page_token; null on the last page.")
+
+
+class ConversationDeleted(Reply):
+    id: str
+    object: Literal["conversation.deleted"]
+    deleted: Literal[True]
+    items_deleted: int
+    artifacts_deleted: int
 
 
 class Notice(Reply):

@@ -31,6 +31,13 @@ class TurnOptions(_Body):
     """Options of a conversational turn (POST /api/turns)."""
 
     history: list[HistoryMessage] = Field(default_factory=list)
+    conversation_id: str = Field(
+        default="",
+        max_length=64,
+        description="A stored conversation (POST /v1/conversations): its history is read from "
+        "the store (history must then be empty) and this turn is appended to it, with its audio "
+        "and images kept as artifacts (their ids in the events).",
+    )
     language: str = Field(
         default="",
         pattern=LANGUAGE_PATTERN,
@@ -149,3 +156,16 @@ class VoicesQuery(_Body):
     """The query of GET /api/voices."""
 
     language: str = Field(default="", max_length=35, description="Only voices of this language.")
+
+
+class ConversationCreate(_Body):
+    """The body of POST /v1/conversations."""
+
+    title: str = Field(default="", max_length=200, description="Empty: untitled.")
+
+
+class ConversationsQuery(_Body):
+    """The query of GET /v1/conversations."""
+
+    page_size: int = Field(default=0, ge=0, le=100, description="0: the store's default.")
+    page_token: str = Field(default="", max_length=64)

@@ -61,7 +61,14 @@ def turn_config(options: TurnOptions, speech: bool) -> orchestrator_pb2.TurnConf
         turn_options.seed = options.seed
     if options.image_seed is not None:
         turn_options.image_seed = options.image_seed
+    if options.conversation_id and options.history:
+        raise bad_request(
+            "give history or conversation_id, not both: a stored conversation's history is "
+            "read from the store",
+            "history",
+        )
     return orchestrator_pb2.TurnConfig(
+        conversation_id=options.conversation_id,
         history=[
             llm_pb2.ChatMessage(role=_ROLES[m.role], content=m.content) for m in options.history
         ],

@@ -43,7 +43,7 @@ from simple_websocket import ConnectionClosed, Server  # type: ignore[import-unt
 
 from gateway.auth import subprotocols
 from gateway.channels import Stubs
-from gateway.context import settings_of, state_of, stubs_of
+from gateway.context import settings_of, state_of, stubs_of, tenant_metadata
 from gateway.errors import ApiError, from_rpc_error
 from gateway.openapi import documented
 from gateway.realtime_events import (
@@ -230,6 +230,7 @@ class RealtimeSocket:
         self._translator = translator
         self._stubs = stubs
         self._settings = settings
+        self._tenant = tenant_metadata()  # read here, in the upgrade's request
         self._send_lock = threading.Lock()
         self._requests = _Requests(QUEUED_REQUESTS)
         self._call: Any = None
@@ -256,7 +257,7 @@ class RealtimeSocket:
             self._call = self._stubs.orchestrator.Session(
                 iter(self._requests),
                 timeout=self._settings.realtime_session_seconds,
-                metadata=call_metadata(),
+                metadata=call_metadata(self._tenant),
             )
             if self._shut is not None:
                 self._call.cancel()

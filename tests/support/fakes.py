@@ -184,7 +184,7 @@ def fake_stubs(**services: Any) -> Stubs:
     """The gateway's ``Stubs``, each service an object whose attributes are fake methods
     (``orchestrator=SimpleNamespace(Converse=Streaming(...))``); a service not given fails the
     test if it is called."""
-    names = ("orchestrator", "orchestrator_health", "stt", "tts", "llm", "image")
+    names = ("orchestrator", "conversations", "orchestrator_health", "stt", "tts", "llm", "image")
     unknown = set(services) - set(names)
     assert not unknown, f"no such service: {unknown}"
     return Stubs(**{name: services.get(name, _Uncalled(name)) for name in names})
