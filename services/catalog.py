@@ -85,6 +85,9 @@ class Service:
     protocol: Literal["grpc", "http"] = "grpc"
     grpc_service: str = ""
     """Full gRPC service name: Envoy's route prefix, the health-checked service name."""
+    also_serves: tuple[str, ...] = ()
+    """Other gRPC services of the same process: Envoy routes their prefixes to it too, with
+    the main service's route settings."""
     streaming_methods: tuple[str, ...] = ()
     """Methods that stream: no overall timeout, an idle timeout, no request buffering."""
     stream_all: bool = False
@@ -192,6 +195,7 @@ SERVICES: tuple[Service, ...] = (
         50055,
         9155,
         grpc_service="chorus.v1.Orchestrator",
+        also_serves=("chorus.v1.Conversations",),
         stream_all=True,
         route=Route(stream_idle_timeout_s=300, max_request_bytes=32 * MiB),
         dependencies=tuple(Dependency(m, f"{m}_address") for m in _MODELS),

@@ -52,6 +52,8 @@ class LiveAudio:
         self.received = 0
         self.error: ChorusError | None = None
         self.ended_at: float | None = None
+        self.kept: bytearray | None = None
+        """Set to a bytearray to keep a copy of the audio (a stored conversation's input)."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -63,6 +65,8 @@ class LiveAudio:
                         f"speech input is longer than the limit ({self._limit})", field="audio"
                     )
                     return
+                if self.kept is not None:
+                    self.kept += chunk
                 yield chunk
         except ChorusError as exc:
             self.error = exc

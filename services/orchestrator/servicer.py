@@ -21,20 +21,32 @@ from services.orchestrator.inputs import check_config, read_input, unary_input
 from services.orchestrator.session import LiveSession
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.stages import TurnContext
+from services.orchestrator.storage import Stores, TurnRecord, stored_history, tenant_of
 from services.orchestrator.turn import Turn
 
 # Where RunTurn's one reply keeps each kind of Converse event: the last one, or every one (the
 # partial transcripts, reply deltas and image progress of a stream have no place in it).
-_ONE = {"transcript_final": "transcript", "reply_final": "reply", "turn_timings": "timings"}
+_ONE = {
+    "transcript_final": "transcript",
+    "reply_final": "reply",
+    "turn_timings": "timings",
+    "stored": "stored",
+}
 _EACH = {"audio_chunk": "audio", "image_result": "images", "error": "errors"}
 # Either RPC's context: only its deadline is read.
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    def __init__(self, settings: OrchestratorSettings, downstream: Downstream) -> None:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        downstream: Downstream,
+        stores: Stores | None = None,
+    ) -> None:
         self._settings = settings
         self._downstream = downstream
+        self._stores = stores or Stores()  # opened on first use only
         self._turns = asyncio.Semaphore(settings.max_turns)
         self._sessions = asyncio.Semaphore(settings.max_sessions)
 
@@ -43,12 +55,65 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         budget = self._settings.turn_timeout if remaining is None else remaining
         return time.monotonic() + budget
 
-    def _turn(self, config: pb.TurnConfig, context: Context) -> Turn:
+    def _turn(self, config: pb.TurnConfig, context: Context, record: TurnRecord | None) -> Turn:
         return Turn(
             TurnContext(
-                config, self._settings, self._downstream, request_id.get(), self._deadline(context)
+                config,
+                self._settings,
+                self._downstream,
+                request_id.get(),
+                self._deadline(context),
+                record=record,
             )
         )
+
+    async def _stored(
+        self, config: pb.TurnConfig, context: Context
+    ) -> tuple[pb.TurnConfig, TurnRecord | None]:
+        """A turn naming a stored conversation: its config with the stored history, and the
+        record that keeps the turn; other turns as they are. Runs before any model is called,
+        so an unknown conversation fails the turn at once.
+
+        Raises:
+            InvalidArgument: history sent with a conversation_id, artifacts_only without one,
+                a malformed tenant.
+            NotFound: an unknown or another tenant's conversation.
+            Unavailable: a store cannot be reached.
+        """
+        if not config.conversation_id:
+            if config.artifacts_only:
+                raise InvalidArgument(
+                    "artifacts_only needs a conversation_id (the media go to its store)",
+                    field="config.artifacts_only",
+                )
+            return config, None
+        if config.history:
+            raise InvalidArgument(
+                "send either history or a conversation_id (whose history is stored), not both",
+                field="config.history",
+            )
+        tenant = tenant_of(context)
+        settings = self._settings
+        history = await stored_history(
+            self._stores,
+            tenant,
+            config.conversation_id,
+            settings.max_history_messages,
+            settings.max_history_chars,
+        )
+        stored = pb.TurnConfig()
+        stored.CopyFrom(config)
+        stored.history.extend(history)
+        record = TurnRecord(
+            stores=self._stores,
+            artifacts=await self._stores.artifacts(),
+            tenant=tenant,
+            conversation_id=config.conversation_id,
+            turn_id=request_id.get(),
+            artifacts_only=config.artifacts_only,
+            store_input_audio=config.store_input_audio,
+        )
+        return stored, record
 
     def _admit(self) -> None:
         if self._turns.locked():
@@ -72,8 +137,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 )
             config = first.config
             check_config(config, self._settings)
+            config, record = await self._stored(config, context)
             inputs = await read_input(config, request_iterator, self._settings)
-            turn = self._turn(config, context)
+            if record is not None and inputs.live is not None and config.store_input_audio:
+                inputs.live.kept = bytearray()
+            turn = self._turn(config, context, record)
             async for event in turn.events(inputs):
                 yield event
 
@@ -86,7 +154,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         async with self._turns:
             check_config(request.config, self._settings)
             inputs = unary_input(request, self._settings)
-            turn = self._turn(request.config, context)
+            config, record = await self._stored(request.config, context)
+            turn = self._turn(config, context, record)
             response = pb.RunTurnResponse(turn_id=turn.turn_id)
             async for event in turn.events(inputs):
                 kind = event.WhichOneof("event")

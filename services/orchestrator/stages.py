@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 from chorus.v1 import orchestrator_pb2 as pb
@@ -25,6 +25,9 @@ from prometheus_client import Counter, Histogram
 from services.common.errors import ChorusError, DeadlineExceeded, from_rpc_error
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.settings import OrchestratorSettings
+
+if TYPE_CHECKING:  # storage builds on this module
+    from services.orchestrator.storage import TurnRecord
 
 __all__ = ["Clock", "Stage", "StageFailed", "TurnContext", "stage_errors"]
 
@@ -127,6 +130,8 @@ class TurnContext:
     """``time.monotonic()`` by which the turn must end (the caller's deadline, or the default)."""
     clock: Clock = field(default_factory=Clock)
     emit: Callable[[pb.TurnEvent], None] = _discard
+    record: TurnRecord | None = None
+    """What the turn keeps in a stored conversation (``TurnConfig.conversation_id``)."""
 
     def event(self, **event: object) -> None:
         """Emit one TurnEvent of this turn, stamped with its id and elapsed time."""

@@ -3,7 +3,8 @@
 The reply is cut into sentences as its tokens arrive and each sentence goes to TTS while the
 model is still generating, so the first audio leaves long before the reply is finished; the
 image (when asked for) is drawn at the same time. The turn keeps no state beyond the call: the
-history comes with the request.
+history comes with the request, or from the conversation store (``storage.py``), where a turn
+that names a conversation keeps its media and items.
 
 Required stages (transcription, reply, speech) end the turn with their failure's status; the
 optional image stage reports an error event and the turn goes on. An unknown voice is found by
@@ -84,7 +85,11 @@ class Turn:
 
     async def _run(self, inputs: TurnInput, queue: asyncio.Queue[pb.TurnEvent | None]) -> None:
         try:
-            await self.respond(await transcribe(self.context, inputs))
+            transcript = await transcribe(self.context, inputs)
+            await self.respond(transcript)
+            if self.context.record is not None:
+                # After the last audio event: storing never holds the reply back.
+                await self.context.record.finish(self.context, transcript, inputs)
         except StageFailed as failed:
             self.context.report(failed.stage, failed.error, fatal=True)
             raise failed.error from None
@@ -183,6 +188,8 @@ class Turn:
                 sentences.put_nowait(pending.strip())
             sentences.put_nowait(None)
         context.clock.mark("reply")
+        if context.record is not None:
+            context.record.reply_text = result.text
         context.event(
             reply_final=pb.ReplyFinal(
                 text=result.text, finish_reason=result.finish_reason, usage=result.usage
@@ -214,16 +221,17 @@ class Turn:
                 )
                 async for chunk in call:
                     context.clock.mark("first_audio")
-                    context.event(
-                        audio_chunk=pb.AudioChunkEvent(
-                            audio=chunk.audio,
-                            sequence=sequence,
-                            text=chunk.text,
-                            encoding=chunk.encoding,
-                            sample_rate_hz=chunk.sample_rate_hz,
-                            duration_seconds=chunk.duration_seconds,
-                        )
+                    event = pb.AudioChunkEvent(
+                        audio=chunk.audio,
+                        sequence=sequence,
+                        text=chunk.text,
+                        encoding=chunk.encoding,
+                        sample_rate_hz=chunk.sample_rate_hz,
+                        duration_seconds=chunk.duration_seconds,
                     )
+                    if context.record is not None:
+                        event = await context.record.audio_chunk(context, event)
+                    context.event(audio_chunk=event)
                     sequence += 1
 
     async def _draw(self, prompt: str) -> None:
@@ -258,14 +266,15 @@ class Turn:
                     elif response.HasField("image"):
                         image = response.image
                         context.clock.mark("image")
-                        context.event(
-                            image_result=pb.ImageResultEvent(
-                                png=image.png,
-                                width=image.width,
-                                height=image.height,
-                                seed=image.seed,
-                                prompt=prompt,
-                            )
+                        result = pb.ImageResultEvent(
+                            png=image.png,
+                            width=image.width,
+                            height=image.height,
+                            seed=image.seed,
+                            prompt=prompt,
                         )
+                        if context.record is not None:
+                            result = await context.record.image(context, result)
+                        context.event(image_result=result)
         except StageFailed as failed:
             context.report(failed.stage, failed.error, fatal=False)
