@@ -458,3 +458,41 @@ def test_two_replicas_continue_one_conversation(
             llm_pb2.CHAT_ROLE_USER,
             llm_pb2.CHAT_ROLE_ASSISTANT,
         ] * len(texts)
+
+
+def test_a_storage_failure_does_not_fail_the_turn(
+    orch: ServiceProcess, local_stores: dict[str, str]
+) -> None:
+    """The artifact folder replaced by a file: every put fails, the reply still arrives."""
+    turns, conversations = stubs(orch)
+    conversation = conversations.CreateConversation(
+        pb.CreateConversationRequest(), metadata=md(), timeout=30
+    )
+    folder = Path(local_stores["CHORUS_ARTIFACTS_FOLDER"])
+    aside = folder.with_name("artifacts-aside")
+    folder.rename(aside)
+    try:
+        folder.write_bytes(b"not a folder")
+        response = turns.RunTurn(
+            pb.RunTurnRequest(
+                config=pb.TurnConfig(
+                    conversation_id=conversation.id, options=pb.TurnOptions(max_tokens=8)
+                ),
+                text="Hello.",
+            ),
+            metadata=md(),
+            timeout=180,
+        )
+    finally:
+        folder.unlink()
+        aside.rename(folder)
+    assert response.reply.text and response.audio and all(c.audio for c in response.audio)
+    (error,) = response.errors
+    assert error.code == "UNAVAILABLE" and not error.fatal and error.message.startswith("storage")
+    # The items are stored all the same, without the media that could not be.
+    assert response.stored.assistant_item_id and not response.stored.reply_audio_artifact_id
+    got = conversations.GetConversation(
+        pb.GetConversationRequest(id=conversation.id), metadata=md(), timeout=30
+    )
+    assert [i.text for i in got.items] == ["Hello.", response.reply.text]
+    assert not got.items[1].artifact_ids

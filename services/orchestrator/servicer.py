@@ -14,7 +14,8 @@ import grpc
 from chorus.v1 import orchestrator_pb2 as pb
 from chorus.v1 import orchestrator_pb2_grpc
 
-from services.common.errors import InvalidArgument, ResourceExhausted
+from services.common.artifacts import ArtifactStore
+from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
 from services.common.logs import request_id
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.inputs import check_config, read_input, unary_input
@@ -104,9 +105,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         stored = pb.TurnConfig()
         stored.CopyFrom(config)
         stored.history.extend(history)
+        try:
+            artifacts: ArtifactStore | None = await self._stores.artifacts()
+        except Unavailable:
+            artifacts = None  # the turn goes on; each put reports a non-fatal error
         record = TurnRecord(
             stores=self._stores,
-            artifacts=await self._stores.artifacts(),
+            artifacts=artifacts,
             tenant=tenant,
             conversation_id=config.conversation_id,
             turn_id=request_id.get(),

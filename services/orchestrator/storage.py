@@ -215,7 +215,8 @@ class TurnRecord:
     """
 
     stores: Stores
-    artifacts: ArtifactStore
+    artifacts: ArtifactStore | None
+    """None when the store could not be opened: every put then fails (non-fatally)."""
     tenant: str
     conversation_id: str
     turn_id: str
@@ -286,6 +287,8 @@ class TurnRecord:
     def _put(self, context: TurnContext, data: bytes, meta: ArtifactMeta) -> _Put:
         async def run() -> bool:
             try:
+                if self.artifacts is None:
+                    raise Unavailable("the artifact store is unavailable")
                 await blocking("artifact", self.artifacts.put, data, meta)
                 return True
             except ChorusError as error:
@@ -396,9 +399,7 @@ class TurnRecord:
             input_audio = user.artifact_ids[0] if user.artifact_ids else ""
             ids = list(assistant.artifact_ids)
             reply_audio = ""
-            if ids and (
-                await blocking("artifact", self.artifacts.stat, ids[0], self.tenant)
-            ).meta.media_type.startswith("audio/"):
+            if ids and await self._is_audio(ids[0]):
                 reply_audio = ids.pop(0)
             images = ids
         return pb.TurnStored(
@@ -409,6 +410,17 @@ class TurnRecord:
             input_audio_artifact_id=input_audio,
             image_artifact_ids=images,
         )
+
+    async def _is_audio(self, artifact_id: str) -> bool:
+        """Whether the artifact is audio; False when that cannot be told (the store is down,
+        the artifact is gone): the stored event then lists it among the images."""
+        if self.artifacts is None:
+            return False
+        try:
+            found = await blocking("artifact", self.artifacts.stat, artifact_id, self.tenant)
+        except ChorusError:
+            return False
+        return found.meta.media_type.startswith("audio/")
 
 
 def _storage_error(error: ChorusError) -> ChorusError:
