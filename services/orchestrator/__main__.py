@@ -10,6 +10,7 @@ from services.orchestrator.downstream import Downstream
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.storage import Stores
+from services.orchestrator.sweeper import ArtifactSweeper
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
 CONVERSATIONS = orchestrator_pb2.DESCRIPTOR.services_by_name["Conversations"].full_name
@@ -19,11 +20,18 @@ def build_server(settings: OrchestratorSettings) -> ChorusServer:
     downstream = Downstream.connect(settings)
     # Settings read (and checked) at start; the stores open on first use (CHORUS_ARTIFACTS_*,
     # CHORUS_CONVERSATIONS_*), so a replica that stores nothing touches no database.
-    stores = Stores(ArtifactSettings(), ConversationSettings())
+    artifact_settings = ArtifactSettings()
+    stores = Stores(artifact_settings, ConversationSettings())
     servicer = OrchestratorServicer(settings, downstream, stores)
     conversations = ConversationsServicer(stores)
+    # Retention: each replica sweeps on its own schedule (idempotent; see sweeper.py).
+    sweeper = ArtifactSweeper(stores, artifact_settings, settings.artifact_sweep_seconds)
+
+    async def warm_up() -> None:
+        sweeper.start()
 
     async def close() -> None:
+        await sweeper.close()
         await downstream.close()
         await stores.close()
 
@@ -41,6 +49,7 @@ def build_server(settings: OrchestratorSettings) -> ChorusServer:
                 ),
             ),
         ],
+        warm_up=warm_up,
         close=close,
     )
 

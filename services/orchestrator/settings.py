@@ -1,6 +1,6 @@
 """Orchestrator settings, read from ``CHORUS_ORCH_*`` environment variables."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.catalog import BY_NAME
@@ -51,6 +51,11 @@ class OrchestratorSettings(ServerSettings, TurnLimits):
     sentence_max_chars: int = Field(default=300, ge=20)
     """A reply sentence longer than this is spoken in pieces."""
 
+    artifact_sweep_seconds: float = Field(default=3600.0, ge=0, le=7 * 24 * 3600.0)
+    """How often this replica applies the artifact store's retention policy
+    (``CHORUS_ARTIFACTS_MAX_AGE_SECONDS``, ``..._MAX_TOTAL_BYTES``); 0: never (another replica
+    or a cron job sweeps). At least 1 s otherwise: each pass lists the whole store."""
+
     # Live sessions (the Session RPC).
     max_sessions: int = Field(default=32, ge=1, le=100_000)
     """Sessions open at once on this replica; more get RESOURCE_EXHAUSTED."""
@@ -81,3 +86,10 @@ class OrchestratorSettings(ServerSettings, TurnLimits):
     """After this much pause the turn's transcript is decoded and its reply started, held back
     until the pause reaches silence_duration_ms (then sent at once) or dropped if the user goes
     on. 0: no speculation."""
+
+    @field_validator("artifact_sweep_seconds")
+    @classmethod
+    def _sweep_off_or_sane(cls, seconds: float) -> float:
+        if 0 < seconds < 1:
+            raise ValueError("must be 0 (never) or at least 1 second")
+        return seconds
