@@ -238,6 +238,7 @@ _PARAMS = (
     ("config.text_only", "session.output_modalities"),
     ("config.llm_model", "session.chorus.llm_model"),
     ("config.image_mode", "session.chorus.image_mode"),
+    ("config.conversation_id", "session.chorus.conversation_id"),
     ("config", "session"),
     ("item.text", "item.content"),
     ("item.audio", "item.content"),
@@ -543,6 +544,8 @@ class RealtimeTranslator:
                 config.image_mode = _IMAGE_MODES[session.chorus.image_mode]
             if session.chorus.llm_model is not None:
                 config.llm_model = self._model_id(session.chorus.llm_model)
+            if session.chorus.conversation_id is not None:
+                config.conversation_id = session.chorus.conversation_id
         return setup
 
     def _audio(self, encoded: str, param: str, limit: int | None = None) -> bytes:
@@ -1057,6 +1060,7 @@ class RealtimeTranslator:
         chorus = {
             "image_mode": _IMAGE_MODE_NAMES.get(config.image_mode, "off"),
             "llm_model": config.llm_model or None,
+            "conversation_id": config.conversation_id or None,
             "temperature": round(config.temperature, 4) if config.HasField("temperature") else None,
         }
         transcribing = config.type == pb.SESSION_TYPE_TRANSCRIPTION

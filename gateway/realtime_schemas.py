@@ -116,6 +116,9 @@ class ChorusOptions(_Part):
 
     image_mode: Literal["off", "on", "auto"] | None = None
     llm_model: str | None = Field(default=None, max_length=200)
+    conversation_id: str | None = Field(default=None, max_length=64)
+    """A stored conversation (``POST /v1/conversations``): the session starts from its items
+    and keeps its own there. Only in the first ``session.update``; it cannot change later."""
 
 
 class Session(_Part):

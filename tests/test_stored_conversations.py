@@ -9,6 +9,7 @@ their stores in this module's temporary folders (nothing goes to ~/.cache).
 from __future__ import annotations
 
 import io
+import time
 import uuid
 import wave
 from collections.abc import Iterator
@@ -496,3 +497,89 @@ def test_a_storage_failure_does_not_fail_the_turn(
     )
     assert [i.text for i in got.items] == ["Hello.", response.reply.text]
     assert not got.items[1].artifact_ids
+
+
+def test_a_live_session_keeps_its_conversation(
+    orch: ServiceProcess, artifacts: ArtifactStore
+) -> None:
+    """A session naming a conversation starts from its stored items (announced as items) and
+    appends its own as they settle: a spoken reply with the audio that was sent of it, cut
+    where the client truncated it. The next session, on the same conversation, starts there."""
+    from tests.support.session import SessionClient
+
+    _, conversations = stubs(orch)
+    conversation = conversations.CreateConversation(
+        pb.CreateConversationRequest(title="live"), timeout=30, metadata=md()
+    )
+    first = SessionClient(orch.address, None, metadata=md())
+    try:
+        first.send(config=pb.SessionConfig(max_output_tokens=24, temperature=0.0))
+        first.send(config=pb.SessionConfig(conversation_id="conv_" + "f" * 32))  # not theirs
+        refused = first.wait_for("error", reason="invalid_session_config").error
+        assert "conversation" in refused.message.lower()
+        first.send(
+            config=pb.SessionConfig(
+                conversation_id=conversation.id, max_output_tokens=24, temperature=0.0
+            )
+        )
+        deadline = time.monotonic() + 60
+        while not any(
+            e.HasField("session_updated")
+            and e.session_updated.config.conversation_id == conversation.id
+            for e in list(first.events)
+        ):
+            assert time.monotonic() < deadline, first.kinds()
+            time.sleep(0.05)
+        first.send(
+            create_item=pb.ItemCreate(
+                item=pb.ConversationItem(
+                    role=llm_pb2.CHAT_ROLE_USER, text="What is the capital of France?"
+                )
+            )
+        )
+        first.send(create_response=pb.ResponseCreate())
+        done = first.wait_for("response_done", timeout=180).response_done
+        sent = b"".join(
+            e.audio_delta.audio
+            for e in first.events
+            if e.HasField("audio_delta") and e.audio_delta.item_id == done.item.id
+        )
+        assert sent, "the reply was not spoken"
+        first.send(truncate_item=pb.ItemTruncate(item_id=done.item.id, audio_end_ms=500))
+        cut = first.wait_for("item_truncated").item_truncated
+    finally:
+        first.close()
+    stored = conversations.GetConversation(
+        pb.GetConversationRequest(id=conversation.id), timeout=30, metadata=md()
+    )
+    user, assistant = stored.items
+    assert (user.role, user.text) == (llm_pb2.CHAT_ROLE_USER, "What is the capital of France?")
+    assert assistant.role == llm_pb2.CHAT_ROLE_ASSISTANT and assistant.text == cut.text
+    assert assistant.status == "incomplete"
+    (audio_id,) = assistant.artifact_ids
+    pcm, rate = frames(artifacts.get(audio_id, TENANT))
+    assert rate == 24000 and pcm == sent[: 12000 * 2]  # 500 ms of what was sent
+
+    second = SessionClient(orch.address, None, metadata=md())
+    try:
+        second.send(config=pb.SessionConfig(conversation_id=conversation.id, max_output_tokens=24))
+        one = second.wait_for("item_added")
+        two = second.wait_for("item_added", after=second.events.index(one) + 1)
+        loaded = [one.item_added.item, two.item_added.item]
+        assert [i.text for i in loaded] == [user.text, assistant.text]
+        second.send(
+            create_item=pb.ItemCreate(
+                item=pb.ConversationItem(role=llm_pb2.CHAT_ROLE_USER, text="And of Spain?")
+            )
+        )
+        second.send(create_response=pb.ResponseCreate(options=pb.ResponseOptions(text_only=True)))
+        again = second.wait_for("response_done", timeout=180).response_done
+        assert [i.id for i in loaded] == list(again.input_item_ids[:2])  # from the store
+    finally:
+        second.close()
+    items = conversations.GetConversation(
+        pb.GetConversationRequest(id=conversation.id), timeout=30, metadata=md()
+    ).items
+    assert [i.text for i in items][:2] == [user.text, assistant.text]
+    assert [i.role for i in items] == [llm_pb2.CHAT_ROLE_USER, llm_pb2.CHAT_ROLE_ASSISTANT] * 2
+    assert not items[3].artifact_ids  # a text-only reply has no audio

@@ -183,6 +183,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             remaining = context.time_remaining()
             budget = self._settings.max_session_seconds
             deadline = time.monotonic() + (budget if remaining is None else min(remaining, budget))
-            session = LiveSession(self._settings, self._downstream, request_id.get(), deadline)
+            session = LiveSession(
+                self._settings,
+                self._downstream,
+                request_id.get(),
+                deadline,
+                self._stores,
+                tenant_of(context),
+            )
             async for event in session.events(request_iterator):
                 yield event

@@ -43,14 +43,17 @@ from services.common.clients import call_metadata
 from services.common.errors import (
     ChorusError,
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
     from_rpc_error,
 )
 from services.orchestrator.downstream import Downstream
+from services.orchestrator.session_store import SessionMedia, SessionRecord, StoredTurn
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.stages import Clock, StageFailed, TurnContext
+from services.orchestrator.storage import DEFAULT_TENANT, Stores
 from services.orchestrator.turn import Turn
 
 __all__ = ["LiveSession", "effective_config"]
@@ -170,6 +173,8 @@ class Item:
     audio: bool = False
     spoken: list[tuple[str, float]] = field(default_factory=list)
     """(sentence, seconds of audio) in speaking order: where a truncation cuts the text."""
+    media: SessionMedia | None = None
+    """In a stored session, what a reply sent (audio as sent, pictures): what is stored."""
 
     def message(self) -> pb.ConversationItem:
         return pb.ConversationItem(
@@ -389,10 +394,20 @@ class LiveSession:
     """One ``Session`` call: feed it the request stream, read its events from ``events``."""
 
     def __init__(
-        self, settings: OrchestratorSettings, services: Downstream, session_id: str, deadline: float
+        self,
+        settings: OrchestratorSettings,
+        services: Downstream,
+        session_id: str,
+        deadline: float,
+        stores: Stores | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
+        """``stores`` and ``tenant``: where a session naming a conversation keeps it."""
         self.settings = settings
         self.services = services
+        self.stores = stores
+        self.tenant = tenant
+        self.record: SessionRecord | None = None
         self.session_id = session_id
         self.deadline = deadline
         self.started = time.monotonic()
@@ -457,6 +472,12 @@ class LiveSession:
             for task in [reader, *self._tasks]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            # What settled last is stored even when the client left: shielded, so the call's
+            # cancellation does not cancel it.
+            final = self._flush()
+            if final is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.shield(final)
 
     async def _read(self, requests: AsyncIterator[pb.SessionRequest]) -> None:
         try:
@@ -561,6 +582,14 @@ class LiveSession:
             new = effective_config(config, self.settings)
             if new.voice and new.voice != self.config.voice:
                 await self._check_voice(new.voice)
+            opening = new.conversation_id != self.config.conversation_id
+            if opening and (self.config.conversation_id or self.conversation.items):
+                raise InvalidArgument(
+                    "conversation_id is set once, before the session's first item",
+                    field="config.conversation_id",
+                )
+            if opening:
+                await self._open_record(new.conversation_id)
         except ChorusError as error:
             self.error(error, reason="invalid_session_config")
             if not first:
@@ -576,6 +605,49 @@ class LiveSession:
             self._clear_speech()  # audio in the old format / detection is dropped
         self.config = new
         self._event(session_updated=pb.SessionUpdated(session_id=self.session_id, config=new))
+
+    async def _open_record(self, conversation_id: str) -> None:
+        """Start from the stored conversation's items (within the turn limits); their items
+        are announced as the client's own would be (``item_added``), so it can show them.
+
+        Raises:
+            NotFound: an unknown or another tenant's conversation (the config is refused).
+        """
+        if self.stores is None:
+            raise FailedPrecondition("this orchestrator keeps no conversations")
+        record = SessionRecord(self.stores, self.tenant, conversation_id, self.session_id)
+        s = self.settings
+        for item_id, role, text in await record.history(
+            s.max_history_messages, s.max_history_chars
+        ):
+            item = Item(item_id, role, text=text)
+            previous, _ = self.conversation.add(item)
+            self._event(item_added=pb.ItemAdded(item=item.message(), previous_item_id=previous))
+        self.record = record
+
+    def _flush(self) -> asyncio.Task[None] | None:
+        """Store the settled items not stored yet (a stored session), in the background."""
+        record = self.record
+        if record is None:
+            return None
+        settled = [
+            StoredTurn(
+                item.id,
+                item.role,
+                item.text.strip(),
+                "completed" if item.status == pb.ITEM_STATUS_COMPLETED else "incomplete",
+                item.media,
+            )
+            for item in self.conversation.items
+            if item.status != pb.ITEM_STATUS_IN_PROGRESS
+            and item.role in (_USER, _ASSISTANT)
+            and item.text.strip()
+        ]
+
+        def report(error: ChorusError) -> None:
+            self.error(error, reason="storage_failed")
+
+        return asyncio.get_running_loop().create_task(record.flush(settled, report))
 
     async def _check_voice(self, voice: str) -> None:
         try:
@@ -815,6 +887,8 @@ class LiveSession:
             )
         item.text = item.heard(truncate.audio_end_ms)
         item.spoken = [(item.text, truncate.audio_end_ms / 1000)]
+        if item.media is not None:
+            item.media.cut(truncate.audio_end_ms)
         item.status = pb.ITEM_STATUS_INCOMPLETE
         self.conversation.touch()
         self._event(
@@ -930,6 +1004,7 @@ class LiveSession:
             self._awaiting = None
 
     def _start_response(self, options: pb.ResponseOptions, *, ended: float) -> None:
+        self._flush()  # what settled before this response (a truncated reply as truncated)
         context = self.conversation.context(self.settings)
         if not context or context[-1].role != _USER:
             raise InvalidArgument(
@@ -960,7 +1035,11 @@ class LiveSession:
         ]
         text_only = options.text_only or config.text_only
         item = Item(
-            _new_id("item"), _ASSISTANT, status=pb.ITEM_STATUS_IN_PROGRESS, audio=not text_only
+            _new_id("item"),
+            _ASSISTANT,
+            status=pb.ITEM_STATUS_IN_PROGRESS,
+            audio=not text_only,
+            media=SessionMedia() if self.record is not None else None,
         )
         response = Response(
             _new_id("resp"),
@@ -1049,6 +1128,8 @@ class LiveSession:
                 ),
             )
         elif kind == "image_result":
+            if item.media is not None:
+                item.media.images.append(event.image_result.png)
             self._emit_for(
                 response, image=pb.ResponseImage(response_id=rid, image=event.image_result)
             )
@@ -1106,7 +1187,12 @@ class LiveSession:
                 await asyncio.sleep(played_until - now - lead)
                 now = time.monotonic()
             self._send(message)
-            played_until = max(played_until, now) + message.audio_delta.duration_seconds
+            delta = message.audio_delta
+            played_until = max(played_until, now) + delta.duration_seconds
+            media = response.item.media
+            if media is not None and delta.encoding == _PCM:  # what was sent is what is kept
+                media.pcm.extend(delta.audio)
+                media.rate = delta.sample_rate_hz
 
     def _cancel_response(self, response_id: str) -> None:
         response = self._response

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -50,14 +50,20 @@ def silence(seconds: float) -> bytes:
 class SessionClient:
     """One Session call: ``send`` requests, ``wait_for`` events; ``events`` holds all so far."""
 
-    def __init__(self, address: str, config: pb.SessionConfig | None, timeout: float = 300) -> None:
+    def __init__(
+        self,
+        address: str,
+        config: pb.SessionConfig | None,
+        timeout: float = 300,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
         """Open the call; ``config`` is its first request (None: none, to test that)."""
         self._requests: queue.Queue[pb.SessionRequest | None] = queue.Queue()
         if config is not None:
             self._requests.put(pb.SessionRequest(config=config))
         self._channel = grpc.insecure_channel(address)
         stub = orchestrator_pb2_grpc.OrchestratorStub(self._channel)
-        self.call = stub.Session(self._iterate(), timeout=timeout)
+        self.call = stub.Session(self._iterate(), timeout=timeout, metadata=tuple(metadata))
         self.events: list[pb.SessionEvent] = []
         self.arrivals: list[float] = []
         """When each of ``events`` arrived (time.monotonic)."""
