@@ -441,7 +441,11 @@ def _joined_pcm(chunks: Sequence[pb.AudioChunkEvent]) -> tuple[np.ndarray, int]:
 
 def _pcm_of(chunk: pb.AudioChunkEvent) -> tuple[np.ndarray, int]:
     if chunk.encoding == common_pb2.AUDIO_ENCODING_PCM_S16LE:
-        return np.frombuffer(chunk.audio, "<i2"), chunk.sample_rate_hz
+        # A chunk without a rate is at the default rate, as ``_joined_pcm`` assumes (a rate of
+        # 0 failed in the resampler); an odd trailing byte is dropped (it failed numpy). Either
+        # was an error that is not a ChorusError, so it escaped ``finish`` and failed the turn.
+        usable = len(chunk.audio) - len(chunk.audio) % 2
+        return np.frombuffer(chunk.audio[:usable], "<i2"), chunk.sample_rate_hz or 24_000
     if chunk.encoding in (common_pb2.AUDIO_ENCODING_WAV, common_pb2.AUDIO_ENCODING_UNSPECIFIED):
         try:
             with wave.open(io.BytesIO(chunk.audio)) as reader:
