@@ -13,7 +13,9 @@ const REALTIME = (() => {
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
 })();
+const V1 = new URL("../../v1/", window.location.href);
 const HISTORY_KEY = "chorus.history";
+const CONVERSATION_KEY = "chorus.conversation"; // the stored conversation the page continues
 const SETTINGS_KEY = "chorus.settings";
 const KEY_KEY = "chorus.apiKey"; // sessionStorage: gone with the browser session
 const RATE = 24000;
@@ -27,7 +29,7 @@ const els = {
   voice: $("voice"), imageMode: $("image-mode"), language: $("language"), speak: $("speak"),
   mode: $("mode"), model: $("transcription-model"), maxTokens: $("max-tokens"),
   composer: $("composer"), keyForm: $("key-form"), apiKey: $("api-key"), keyError: $("key-error"),
-  notices: $("notices"),
+  notices: $("notices"), conversationList: $("conversation-list"),
 };
 
 // What the page saw, for people debugging and for the tests: server and client events (audio
@@ -164,6 +166,7 @@ async function loadServerSettings(retrying = false) {
   needsKey = false;
   els.keyForm.hidden = true;
   showNotices(limits.notices);
+  loadConversations();
   if (limits.max_text_chars) els.text.maxLength = limits.max_text_chars;
   trimHistory();
   if (!socket) setStatus("idle", "Press “Start conversation” and speak, or type.");
@@ -191,7 +194,7 @@ function sessionConfig() {
       },
       output: { format: { type: "audio/pcm", rate: RATE }, voice: els.voice.value || undefined },
     },
-    chorus: { image_mode: els.imageMode.value },
+    chorus: { image_mode: els.imageMode.value, conversation_id: conversationId || undefined },
   };
   if (maxTokens > 0) session.max_output_tokens = maxTokens;
   return session;
@@ -264,16 +267,128 @@ function remember(userText, replyText) { // two settled entries at once (tests, 
   trimHistory();
 }
 
-$("new-conversation").addEventListener("click", () => {
+function clearChat() {
   history = [];
   bubbles.clear();
   localStorage.removeItem(HISTORY_KEY);
   els.chat.replaceChildren();
-  clearError();
   stopPlayback(false);
-  if (socket) { closeSocket(); connect(); }
+}
+$("new-conversation").addEventListener("click", async () => {
+  clearChat();
+  clearError();
+  setConversation("");
+  if (socket) { closeSocket(); await ensureConversation(); connect(); }
   els.text.focus();
 });
+
+// ---------------------------------------------------------------- stored conversations
+// The conversation lives in the server's store (/v1/conversations): a new session names it and
+// starts from its items, so a reconnection or another device goes on where it was. Where the
+// gateway cannot store (an error from the store), the page keeps the history itself and gives
+// it to each new session, as before.
+let conversationId = localStorage.getItem(CONVERSATION_KEY) || "";
+let storing = true;
+
+async function v1(method, path, body) {
+  const headers = { ...authHeaders(), ...(body ? { "Content-Type": "application/json" } : {}) };
+  const response = await fetch(new URL(path, V1), { method, headers, body: body ? JSON.stringify(body) : undefined });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error.message || message; } catch { /* not JSON */ }
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+function setConversation(id) {
+  conversationId = id;
+  if (id) localStorage.setItem(CONVERSATION_KEY, id);
+  else localStorage.removeItem(CONVERSATION_KEY);
+  for (const li of els.conversationList.children) {
+    li.querySelector(".open")?.setAttribute("aria-current", String(li.dataset.id === id));
+  }
+}
+
+async function ensureConversation() {
+  if (conversationId || !storing) return;
+  try {
+    const made = await v1("POST", "conversations", { title: new Date().toLocaleString() });
+    setConversation(made.id);
+    loadConversations();
+  } catch (error) {
+    storing = false;
+    logEvent("page", { type: "conversation.unstored", message: error.message });
+  }
+}
+
+async function loadConversations() {
+  let page;
+  try { page = await v1("GET", "conversations?page_size=50"); } catch { return; }
+  els.conversationList.replaceChildren();
+  for (const c of page.data) {
+    const li = document.createElement("li");
+    li.dataset.id = c.id;
+    const title = c.title || "Untitled";
+    const open = Object.assign(document.createElement("button"), { type: "button", className: "open", textContent: title });
+    open.setAttribute("aria-current", String(c.id === conversationId));
+    open.addEventListener("click", () => openConversation(c.id).catch((e) => showError(`Could not open it: ${e.message}`)));
+    const remove = Object.assign(document.createElement("button"), { type: "button", className: "delete", textContent: "Delete" });
+    remove.setAttribute("aria-label", `Delete ${title}`);
+    remove.addEventListener("click", () => deleteConversation(c.id, title).catch((e) => showError(`Could not delete it: ${e.message}`)));
+    li.append(open, remove);
+    els.conversationList.append(li);
+  }
+  if (!page.data.length) els.conversationList.append(Object.assign(document.createElement("li"), { className: "empty", textContent: "None yet." }));
+}
+
+// A stored item's media, fetched with the key (an <audio src> could not send it) into blob URLs.
+async function attachMedia(el, artifact) {
+  const response = await fetch(artifact.url, { headers: authHeaders() });
+  if (!response.ok) return;
+  const blob = await response.blob();
+  const url = URL.createObjectURL(blob);
+  if (blob.type.startsWith("image/")) {
+    el.append(Object.assign(document.createElement("img"), { src: url, alt: "Picture drawn for this reply" }));
+  } else if (blob.type.startsWith("audio/")) {
+    const player = Object.assign(document.createElement("audio"), { src: url, controls: true, preload: "metadata" });
+    player.setAttribute("aria-label", "The reply, as it was spoken");
+    el.append(player);
+  }
+}
+
+async function openConversation(id) {
+  const c = await v1("GET", `conversations/${encodeURIComponent(id)}`);
+  const wasLive = wanted;
+  if (wanted) end();
+  clearChat();
+  setConversation(id);
+  for (const item of c.items) {
+    if (item.role === "system") continue;
+    const el = addMessage(item.role, item.text);
+    el.dataset.text = item.text;
+    el.dataset.item = item.id;
+    history.push({ role: item.role, content: item.text });
+    for (const artifact of item.artifacts) await attachMedia(el, artifact);
+  }
+  trimHistory();
+  setStatus("idle", `Opened “${c.title || "Untitled"}”. Press “Start conversation” to go on.`);
+  if (wasLive) begin();
+}
+
+async function deleteConversation(id, title) {
+  if (!window.confirm(`Delete “${title}” with its audio and pictures? This cannot be undone.`)) return;
+  await v1("DELETE", `conversations/${encodeURIComponent(id)}`);
+  if (id === conversationId) {
+    if (wanted) end();
+    clearChat();
+    setConversation("");
+  }
+  await loadConversations();
+  setStatus("idle", `Deleted “${title}”.`);
+}
 
 // ---------------------------------------------------------------- audio: one context for both ways
 let audio = null; // { context, node, stream }
@@ -492,6 +607,7 @@ function onServerEvent(event) {
   switch (event.type) {
     case "session.created":
       send({ type: "session.update", session: sessionConfig() });
+      if (conversationId) break; // the server starts from the stored conversation
       // A new server session knows nothing: give it the conversation so far.
       for (const m of history.filter((h) => h.content)) {
         const type = m.role === "user" ? "input_text" : "output_text";
@@ -658,6 +774,7 @@ async function begin() {
   attempt = 0;
   clearError();
   const started = startAudio(); // in the click's gesture: the AudioContext may start
+  await ensureConversation();
   connect();
   await started;
   if (live()) setStatus("live", listeningText());

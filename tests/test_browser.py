@@ -12,12 +12,14 @@ artifacts; their folder is printed (run with -s to see it, and the measured late
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 
 from devtools.processes import ServiceProcess
 from services.common.audio import resample_pcm16
@@ -36,11 +38,12 @@ the pace of playback, so the response is still in progress seconds after it star
 API_KEY = "browser-test-key-3f9a1c"
 WAV_RATE = 48000
 BARGE_IN_AT = 10.0
-"""Seconds of the barge-in microphone's silence before it speaks over the reply."""
-TYPED_AHEAD = 3.0
-"""How long before the barge-in speech the typed question is sent: its reply's first audio plays
-within a second or two, and the reply (400 tokens of counting) is still being made when the
-speech starts."""
+"""Seconds of the barge-in microphone's silence before it speaks over the reply. The long reply
+is asked for at once: its first audio plays within 1.5 s here (4 s with a benchmark beside
+it), and its audio, a minute of counting sent at the pace of playback, is still going out when
+the speech starts, however fast the machine."""
+PTT_SPEECH_AT = 6.0
+"""Seconds of the push-to-talk microphone's silence: the button is pressed before it."""
 
 pytestmark = pytest.mark.skipif(
     shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed"
@@ -63,12 +66,23 @@ def greedy_llm(logs: Path) -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="module")
 def suite(
-    logs: Path, stt_faster_whisper, tts_piper, greedy_llm, image_diffusers
+    logs: Path,
+    stt_faster_whisper,
+    tts_piper,
+    greedy_llm,
+    image_diffusers,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServiceProcess, GatewayProcess]]:
     """An orchestrator of this module's own (the last test stops it) and a gateway in front
-    (one test restarts it on its port)."""
+    (one test restarts it on its port), sharing a conversation store and an artifact folder."""
+    root = tmp_path_factory.mktemp("browser-stores")
+    stores = {
+        "CHORUS_ARTIFACTS_FOLDER": str(root / "artifacts"),
+        "CHORUS_CONVERSATIONS_URL": f"sqlite:///{root / 'conversations.sqlite3'}",
+    }
     env = {
         **orchestrator_env(stt_faster_whisper, tts_piper, greedy_llm, image_diffusers),
+        **stores,
         "CHORUS_ORCH_MAX_TOKENS": "40",
         # Replies are spoken in pieces of at most 40 characters, so a story's long first
         # sentence does not hold its first audio back.
@@ -82,6 +96,7 @@ def suite(
             llm=greedy_llm,
             image=image_diffusers,
             **TURN_LIMITS,
+            **stores,
         )
         with running_gateway(genv, logs, "browser", ready="/readyz") as gateway:
             yield orchestrator, gateway
@@ -123,7 +138,7 @@ def microphones(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Microphon
 
     return {
         "question": make("question", 2.0, QUESTION),
-        "push-to-talk": make("push-to-talk", 4.0, QUESTION),
+        "push-to-talk": make("push-to-talk", PTT_SPEECH_AT, QUESTION),
         "barge-in": make("barge-in", BARGE_IN_AT, SECOND),
         "silent": make("silent", 1.0, None),
     }
@@ -313,10 +328,6 @@ def test_b_speaking_over_the_reply_interrupts_it(open_page, artifacts, request):
     session that the typed question opened."""
     page = open_page("barge-in")
     start(page, max_tokens="400")
-    page.wait_for_function(
-        "at => window.chorusNow() - window.chorusMetrics.micOpenedAt > at",
-        arg=BARGE_IN_AT - TYPED_AHEAD,
-    )
     type_message(page, LONG)
     page.wait_for_function("document.body.dataset.playing === 'true'")
     at = page.evaluate("window.chorusNow() - window.chorusMetrics.micOpenedAt")
@@ -358,7 +369,7 @@ def test_c_push_to_talk(open_page, microphones, artifacts, request):
     page.keyboard.down("Space")
     assert talk.get_attribute("aria-pressed") == "true"
     at = page.evaluate("window.chorusNow() - window.chorusMetrics.micOpenedAt")
-    assert at < 3.5, f"pressed only {at:.1f} s into the microphone; its speech starts at 4 s"
+    assert at < PTT_SPEECH_AT - 0.5, f"pressed only {at:.1f} s into the microphone"
     shot(page, artifacts, request, "1-talking")
     page.wait_for_function(
         "end => window.chorusNow() - window.chorusMetrics.micOpenedAt > end",
@@ -431,8 +442,8 @@ def test_f_the_page_runs_under_its_csp(open_page, suite):
 
 def test_g_reconnects_after_the_gateway_restarts(open_page, suite, artifacts, request):
     """The gateway stops mid-conversation (its sockets close with 1001) and comes back on its
-    port: the page says so, reconnects with backoff, gives the new session the conversation so
-    far, and the conversation goes on."""
+    port: the page says so, reconnects with backoff, the new session starts from the stored
+    conversation (the page sends no history), and the conversation goes on."""
     _, gateway = suite
     page = open_page("silent")
     start(page, speak="unchecked")
@@ -447,15 +458,73 @@ def test_g_reconnects_after_the_gateway_restarts(open_page, suite, artifacts, re
     gateway.wait_ready(60)
     wait_event(page, "session.created", 2, dir="in")
     page.wait_for_function("document.getElementById('status').dataset.state === 'live'")
-    resent = [e for e in events(page, "conversation.item.create") if e["dir"] == "out"]
-    assert [e["role"] for e in resent[-2:]] == ["user", "assistant"]  # the history, again
+    kept = wait_event(page, "conversation.item.added", 2, dir="in")  # from the store
+    assert kept["role"] == "assistant"
+    sent = [e for e in events(page, "conversation.item.create") if e["dir"] == "out"]
+    assert len(sent) == 1  # the typed question only: no history re-sent
+    conversation = page.evaluate("localStorage.getItem('chorus.conversation')")
+    stored = requests.get(f"{gateway.url}/v1/conversations/{conversation}", timeout=10).json()
+    assert [i["role"] for i in stored["items"]] == ["user", "assistant"]
+    assert stored["items"][0]["text"] == QUESTION
     shot(page, artifacts, request, "2-live-again")
     type_message(page, "And what is the capital of Spain?")
     answer(page, 2)
     assert gateway.alive()
 
 
-def test_h_api_key_flow(open_page, suite, logs, artifacts, request):
+def test_h_a_stored_conversation_is_reopened_and_deleted(open_page, suite, artifacts, request):
+    """A spoken reply is kept with its conversation: after a reload the list shows it, opening
+    it shows its messages and plays its audio from the artifact store, and deleting it (after a
+    confirmation) removes it and its media."""
+    _, gateway = suite
+    page = open_page("silent")
+    start(page)
+    type_message(page, QUESTION)
+    done = answer(page)
+    played(page, done["item_id"], 0.5)
+    conversation = page.evaluate("localStorage.getItem('chorus.conversation')")
+    page.locator("#start").click()  # end the session: its items are stored
+    page.wait_for_function("document.getElementById('status').dataset.state === 'idle'")
+    url = f"{gateway.url}/v1/conversations/{conversation}"
+    deadline = time.monotonic() + 30  # stored as the server's session ends, just after
+    while len(requests.get(url, timeout=10).json()["items"]) < 2:
+        assert time.monotonic() < deadline, "the session's items were not stored"
+        time.sleep(0.1)
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.locator("#conversations summary").click()
+    entry = page.locator(f'#conversation-list li[data-id="{conversation}"]')
+    entry.locator(".open").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('.msg').length === 2")
+    assert page.locator(".msg.user").inner_text().strip() == QUESTION
+    player = page.locator(".msg.assistant audio")
+    player.wait_for(state="attached")
+    assert page.locator("#status").inner_text().startswith("Opened")
+    duration = page.evaluate(
+        """() => new Promise((resolve) => {
+             const a = document.querySelector('.msg.assistant audio');
+             if (a.readyState >= 1) resolve(a.duration);
+             a.addEventListener('loadedmetadata', () => resolve(a.duration));
+           })"""
+    )
+    assert duration > 0.3, duration  # the reply, as it was spoken (500 ms or more of it)
+    (link,) = requests.get(f"{gateway.url}/v1/conversations/{conversation}", timeout=10).json()[
+        "items"
+    ][1]["artifacts"]
+    assert requests.get(link["url"], timeout=10).headers["Content-Type"] == "audio/wav"
+    shot(page, artifacts, request, "1-reopened")
+    page.once("dialog", lambda dialog: dialog.accept())
+    entry.locator(".delete").click()
+    entry.wait_for(state="detached")
+    assert page.locator(".msg").count() == 0
+    assert requests.get(link["url"], timeout=10).status_code == 404
+    gone = requests.get(f"{gateway.url}/v1/conversations/{conversation}", timeout=10)
+    assert gone.status_code == 404
+    shot(page, artifacts, request, "2-deleted")
+
+
+def test_i_api_key_flow(open_page, suite, logs, artifacts, request):
     """With a key configured the page asks for it (a wrong one is refused and asked again),
     keeps it for the browser session, loads voices and config with it and opens the socket
     with it; the config's notices show at the top."""
@@ -492,7 +561,7 @@ def test_h_api_key_flow(open_page, suite, logs, artifacts, request):
         assert form.is_hidden()
 
 
-def test_i_orchestrator_down_shows_a_clear_error(open_page, suite, artifacts, request):
+def test_j_orchestrator_down_shows_a_clear_error(open_page, suite, artifacts, request):
     orchestrator, gateway = suite
     orchestrator.stop()
     page = open_page("silent")
