@@ -583,3 +583,64 @@ def test_a_live_session_keeps_its_conversation(
     assert [i.text for i in items][:2] == [user.text, assistant.text]
     assert [i.role for i in items] == [llm_pb2.CHAT_ROLE_USER, llm_pb2.CHAT_ROLE_ASSISTANT] * 2
     assert not items[3].artifact_ids  # a text-only reply has no audio
+
+
+def test_through_the_gateway_each_tenant_sees_its_own(
+    orch: ServiceProcess,
+    local_stores: dict[str, str],
+    logs: Path,
+    tmp_path: Path,
+    tts_piper: ServiceProcess,
+) -> None:
+    """Two keys of two tenants on a real gateway in front of the stored orchestrator: a turn
+    through /api/turns keeps its conversation and media; the other tenant gets the same 404 as
+    for an unknown id on the conversation and on its artifacts, and paths that try to leave the
+    API leak nothing."""
+    import requests
+
+    from gateway.keys import digest
+    from tests.support.gateway import gateway_env, running_gateway, sse_events
+
+    mine, theirs = "tenant-a-key-0123456789", "tenant-b-key-0123456789"
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        f'[[keys]]\nname = "a"\ntenant = "{TENANT}"\nkey_sha256 = "{digest(mine)}"\n'
+        f'[[keys]]\nname = "b"\ntenant = "{OTHER}"\nkey_sha256 = "{digest(theirs)}"\n',
+        encoding="utf-8",
+    )
+    env = gateway_env(
+        orchestrator=orch,
+        tts=tts_piper,
+        CHORUS_GATEWAY_API_KEYS_FILE=str(keys),
+        CHORUS_ARTIFACTS_FOLDER=local_stores["CHORUS_ARTIFACTS_FOLDER"],
+    )
+    with running_gateway(env, logs, "stored", ready="/readyz") as gw:
+        a = {"Authorization": f"Bearer {mine}"}
+        b = {"Authorization": f"Bearer {theirs}"}
+        made = requests.post(f"{gw.url}/v1/conversations", json={"title": "a"}, headers=a)
+        conversation = made.json()["id"]
+        body = {"text": "What is the capital of France?", "conversation_id": conversation}
+        body |= {"max_tokens": 24, "temperature": 0}
+        with requests.post(f"{gw.url}/api/turns", json=body, headers=a, stream=True) as turn:
+            kinds = [kind for kind, _ in sse_events(turn)]
+        assert "stored" in kinds, kinds
+        got = requests.get(f"{gw.url}/v1/conversations/{conversation}", headers=a).json()
+        (audio,) = [link for item in got["items"] for link in item["artifacts"]]
+        assert requests.get(audio["url"], headers=a).headers["Content-Type"] == "audio/wav"
+        listed = requests.get(f"{gw.url}/v1/conversations", headers=b).json()
+        assert conversation not in [c["id"] for c in listed["data"]]
+        unknown = requests.get(f"{gw.url}/v1/conversations/conv_{'0' * 32}", headers=b)
+        answers = [
+            requests.get(f"{gw.url}/v1/conversations/{conversation}", headers=b),
+            requests.delete(f"{gw.url}/v1/conversations/{conversation}", headers=b),
+            requests.get(f"{gw.url}/v1/conversations/..%2F..%2Fetc%2Fpasswd", headers=a),
+            requests.get(f"{gw.url}/v1/conversations/{conversation}%00", headers=a),
+        ]
+        for answer in [unknown, *answers]:
+            assert answer.status_code == 404, (answer.request.url, answer.text)
+            assert "France" not in answer.text and "root:" not in answer.text
+        assert answers[0].json() == unknown.json()  # the same answer as for an unknown id
+        stolen = requests.get(audio["url"], headers=b)
+        assert stolen.status_code == 404 and stolen.content.find(b"RIFF") < 0
+        still = requests.get(f"{gw.url}/v1/conversations/{conversation}", headers=a)
+        assert len(still.json()["items"]) == 2  # b's delete removed nothing
