@@ -56,6 +56,7 @@ bench: env system-deps protos
 	$(PY) bench/gateway.py
 	$(PY) bench/scale.py
 	$(PY) bench/realtime.py
+	$(PY) bench/storage.py
 
 # mypy reads gen/ (the messages' .pyi stubs), hence protos; .ci/run lints before it tests.
 LINT_PATHS := services gateway deploy devtools tests bench scripts
