@@ -90,8 +90,7 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
-        return jsonify(error.body()), error.status, headers
+        return jsonify(error.body()), error.status, error.headers()
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> tuple[Response, int]:

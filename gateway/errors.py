@@ -3,10 +3,16 @@
 Every failure a client sees, whether found by the gateway (bad JSON, too large, wrong key) or
 by a service (a gRPC status, with a ``google.rpc.BadRequest`` naming the field), leaves as
 ``{"error": {"message", "type", "param", "code"}}`` with the status from ``HTTP_STATUS``.
+
+RESOURCE_EXHAUSTED is the one code with two answers, told apart by its details: with a
+``google.rpc.RetryInfo`` (a full queue, too many turns or sessions) it is 429 with
+``Retry-After``, the only 429 Chorus sends; without one it is a limit on the request (size,
+length, duration), 400 ``limit_exceeded``, which OpenAI's clients do not retry.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -16,6 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.responses import ErrorDetail, ErrorResponse
+from services.common.errors import retry_after_of
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -26,7 +33,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,  # 400 when it carries no RetryInfo (from_rpc_error)
     grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.OUT_OF_RANGE: 400,
@@ -67,6 +74,16 @@ class ApiError(Exception):
     message: str
     code: str
     param: str | None = None
+    retry_after: float | None = None
+    """Seconds for the ``Retry-After`` header of a 429 (every 429 has one; 1 when unset)."""
+
+    def headers(self) -> dict[str, str]:
+        """``WWW-Authenticate`` on a 401, ``Retry-After`` (whole seconds) on a 429."""
+        if self.status == 401:
+            return {"WWW-Authenticate": "Bearer"}
+        if self.status == 429:
+            return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
+        return {}
 
     def body(self) -> dict[str, Any]:
         """The JSON body: ``ErrorResponse``, the shape ``/openapi.json`` gives every error."""
@@ -100,6 +117,13 @@ def from_rpc_error(error: grpc.RpcError, service: str | None = None) -> ApiError
                     break
     if code == grpc.StatusCode.UNAVAILABLE:
         message = f"the {service or 'requested'} service is unavailable ({message})"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        retry_after = retry_after_of(error)
+        if retry_after is None:
+            return ApiError(400, message, "limit_exceeded", param)
+        return ApiError(429, message, "resource_exhausted", param, retry_after)
+    if code == grpc.StatusCode.NOT_FOUND and param == "model":
+        return ApiError(404, message, "model_not_found", param)
     return ApiError(HTTP_STATUS.get(code, 500), message, code.name.lower(), param)
 
 

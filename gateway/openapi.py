@@ -44,13 +44,14 @@ TEXT: dict[str, Any] = {"type": "string"}
 OBJECT: dict[str, Any] = {"type": "object"}
 
 _ERROR_WORDS: dict[int, str] = {
-    400: "Invalid input; error.param names the field at fault",
+    400: "Invalid input or over a limit on size, length or duration; error.param names the field",
     401: "Missing or wrong API key (when the gateway has one)",
     403: "The service refused the request",
-    404: "Not found: an unknown model, voice or file",
+    404: "Not found: an unknown model (code model_not_found), voice or file",
     409: "Conflict or aborted in the service",
     413: "The body is larger than the upload limit",
-    429: "Over a limit, or the service is busy",
+    415: "The body is not of the route's Content-Type",
+    429: "The service is busy: retry after the Retry-After header's seconds",
     500: "Internal error",
     501: "Not implemented by the backend",
     502: "The service returned no output",
@@ -139,7 +140,8 @@ spec = SpecTree(
         "HTTP front of the Chorus gRPC services: conversational turns as Server-Sent Events for "
         "the browser, and OpenAI-compatible endpoints. Every error has OpenAI's shape "
         "(ErrorResponse); gRPC status codes map to HTTP (INVALID_ARGUMENT 400, UNAUTHENTICATED "
-        "401, NOT_FOUND 404, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504)."
+        "401, NOT_FOUND 404, RESOURCE_EXHAUSTED 429 with Retry-After when the service is busy and "
+        "400 when a request is over a limit, UNAVAILABLE 503, DEADLINE_EXCEEDED 504)."
     ),
     servers=[{"url": "/"}],
     security_schemes=[
@@ -188,7 +190,7 @@ def documented(
             (and 502 when the stream ends before its first event).
         other: more statuses and their answers (a 503 that is not an error, say).
         errors: what it can answer with an ``ErrorResponse``, besides 400 (any route), 401
-            (unless ``public``) and 413 (when it takes a body); by default every status a
+            (unless ``public``), 413 and 415 (when it takes a body); by default every status a
             failed gRPC call becomes, since most routes make one.
         json, form, query: the models of its JSON body, multipart body or query string.
         public: it needs no API key (``gateway.auth.PUBLIC_PATHS``).
@@ -197,7 +199,7 @@ def documented(
     if not public:
         codes.add(401)
     if json is not None or form is not None:
-        codes.add(413)
+        codes.update((413, 415))
     if events is not None:
         media = {**(media or {}), "text/event-stream": events}
         codes.add(502)

@@ -9,12 +9,15 @@ from flask import request
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import ApiError, bad_request
+from services.common.text import control_character
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def json_body() -> Any:
-    """The request's JSON document; 400 when it is missing or malformed."""
+    """The request's JSON document; 415 when the Content-Type is not JSON, 400 when the body
+    is missing or malformed."""
+    require_type("application/json")
     data = request.get_data(cache=True)  # bounded by MAX_CONTENT_LENGTH (413 beyond)
     if not data:
         raise bad_request("the request body is empty; send a JSON object", code="invalid_json")
@@ -39,10 +42,34 @@ def validate(model: type[M], data: Any) -> M:
         raise ApiError(400, message, "invalid_value", param) from None
 
 
+def require_type(*mimetypes: str) -> None:
+    """415 unless the request's Content-Type is one of ``mimetypes`` (``+json`` counts as JSON)."""
+    mimetype = request.mimetype
+    if mimetype in mimetypes or (
+        "application/json" in mimetypes
+        and mimetype.startswith("application/")
+        and mimetype.endswith("+json")
+    ):
+        return
+    raise ApiError(
+        415,
+        f"Content-Type {mimetype or '(none)'!r} is not accepted here; "
+        f"send {' or '.join(mimetypes)}",
+        "unsupported_media_type",
+    )
+
+
 def check_text(value: str, limit: int, param: str) -> None:
+    """400 when ``value`` is over ``limit`` characters or holds a control character (the rule of
+    ``services.common.text.control_character``)."""
     if len(value) > limit:
         raise ApiError(
             400, f"{param} is longer than {limit} characters", "string_above_max_length", param
+        )
+    bad = control_character(value)
+    if bad is not None:
+        raise ApiError(
+            400, f"{param} holds a control character ({bad})", "invalid_characters", param
         )
 
 

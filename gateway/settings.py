@@ -15,26 +15,17 @@ _CATALOG = BY_NAME["gateway"]
 
 # OpenAI model and voice names that existing clients send; each maps to a Chorus id ("" means the
 # service's default), so `client.audio.speech.create(model="tts-1", voice="alloy")` works unchanged.
-DEFAULT_MODEL_ALIASES: dict[str, str] = {
-    name: ""
-    for name in (
-        "whisper-1",
-        "gpt-4o-transcribe",
-        "gpt-4o-mini-transcribe",
-        "tts-1",
-        "tts-1-hd",
-        "gpt-4o-mini-tts",
-        "dall-e-2",
-        "dall-e-3",
-        "gpt-image-1",
-        "gpt-3.5-turbo",
-        "gpt-4",
-        "gpt-4o",
-        "gpt-4o-mini",
-        "gpt-4.1",
-        "gpt-4.1-mini",
-    )
+ALIAS_KINDS: dict[str, str] = {
+    **dict.fromkeys(("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"), "stt"),
+    **dict.fromkeys(("tts-1", "tts-1-hd", "gpt-4o-mini-tts"), "tts"),
+    **dict.fromkeys(("dall-e-2", "dall-e-3", "gpt-image-1"), "image"),
+    **dict.fromkeys(
+        ("gpt-3.5-turbo", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"), "llm"
+    ),
 }
+"""The service each default alias stands for: ``/v1/models`` lists it under that service, and
+``/v1/audio/speech`` (whose service has voices, not models) accepts only TTS aliases."""
+DEFAULT_MODEL_ALIASES: dict[str, str] = dict.fromkeys(ALIAS_KINDS, "")
 DEFAULT_VOICE_ALIASES: dict[str, str] = {
     name: ""
     for name in (

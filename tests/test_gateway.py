@@ -13,8 +13,10 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
+import httpx2
 import openai
 import pytest
 import requests
@@ -246,9 +248,12 @@ def test_config_notices_name_the_placeholder_models(api: GatewayProcess, llm_lla
 
 def test_bad_input(api: GatewayProcess, client: openai.OpenAI):
     url = api.url
-    assert_openai_error(
-        requests.post(f"{url}/v1/audio/transcriptions", data={"model": "whisper-1"}), 400, "file"
+    no_file = requests.post(
+        f"{url}/v1/audio/transcriptions", data={"model": "whisper-1"}, files={"other": ("x", b"x")}
     )
+    assert_openai_error(no_file, 400, "file")
+    not_multipart = requests.post(f"{url}/v1/audio/transcriptions", data={"model": "whisper-1"})
+    assert assert_openai_error(not_multipart, 415)["code"] == "unsupported_media_type"
     error = assert_openai_error(
         requests.post(
             f"{url}/v1/audio/transcriptions", files={"file": ("x.wav", b"this is not audio" * 50)}
@@ -371,6 +376,41 @@ def test_speech_turn_upload(gateway: GatewayProcess, tts_piper):
     assert any(k == "reply_final" for k, _ in events) and not any(
         k == "audio_chunk" for k, _ in events
     )
+
+
+def test_statuses_a_client_can_act_on(api: GatewayProcess, sentence_wav: bytes):
+    """The official client with its default retries (2) against the real services: a limit on
+    the request, an unknown model, a control character and a wrong Content-Type are each sent
+    once (no retry of a request that cannot succeed)."""
+    sent: list[httpx2.Request] = []
+    http = httpx2.Client(event_hooks={"request": [sent.append]}, timeout=120)
+    client = openai.OpenAI(base_url=api.url + "/v1", api_key="unused", http_client=http)
+    many: Any = [{"role": "user", "content": "hi"}] * 10_000  # the LLM's limit is 200
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="gpt-4o-mini", messages=many)
+    assert (refused.value.code, refused.value.param) == ("limit_exceeded", "messages")
+    assert refused.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="a\x00b")
+    assert (refused.value.code, refused.value.param) == ("invalid_characters", "input")
+    for model in ("../../etc/passwd", "whisper-1"):
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.audio.speech.create(model=model, voice="alloy", input="hello")
+        assert refused.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.audio.transcriptions.create(model="no-such-model", file=("a.wav", sentence_wav))
+    assert refused.value.code == "model_not_found"
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.post(
+            "/audio/speech",
+            cast_to=httpx2.Response,
+            content=b'{"input": "hi"}',
+            options={"headers": {"Content-Type": "text/plain"}},
+        )
+    assert refused.value.status_code == 415
+    assert len(sent) == 6, [str(r.url) for r in sent]
+    ids = {m.id for m in client.models.list()}
+    assert {"whisper-1", "tts-1", "gpt-4o-mini", "dall-e-3"} <= ids
 
 
 def test_turn_errors_are_http_statuses(gateway: GatewayProcess):
@@ -504,7 +544,11 @@ def test_no_blueprint_imports_the_app():
 
 # The document is made in-process from the same app (gateway/openapi.py), so the schema loads at
 # import; each operation becomes its own test, sent to the running gateway through base_url.
-schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path_regex=r"^/(api/turns|readyz)$")
+# /api/turns and /v1/conversations need an orchestrator (conversations: tests/
+# test_stored_conversations.py runs this check on them, against one with its stores).
+schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
+    path_regex=r"^/(api/turns|readyz|v1/conversations.*)$"
+)
 
 
 @schema.parametrize()

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import SERVICE_ERRORS, bad_request, from_rpc_error
 from gateway.formats import srt, streaming_wav_header, strip_id3v2, vtt
-from gateway.openai.common import call, model_id, started
+from gateway.openai.common import call, model_id, speech_model, started
 from gateway.openapi import BINARY, TEXT, documented
-from gateway.parsing import check_text, form_fields, json_body, validate
+from gateway.parsing import check_text, form_fields, json_body, require_type, validate
 from gateway.responses import (
     DurationUsage,
     Transcription,
@@ -49,6 +49,7 @@ _documented_transcript = partial(
 
 
 def _transcription(task: stt_pb2.Task) -> Response:
+    require_type("multipart/form-data")
     upload = request.files.get("file")
     if upload is None:
         raise bad_request(
@@ -156,6 +157,7 @@ def speech() -> Response:
     """
     settings = settings_of()
     body = validate(SpeechRequest, json_body())
+    speech_model(body.model)
     check_text(body.input, settings.max_text_chars, "input")
     voice = settings.voice_aliases.get(body.voice, body.voice)
     fmt = body.response_format

@@ -8,9 +8,10 @@ import grpc
 
 from gateway.context import call_options, settings_of
 from gateway.errors import ApiError, from_rpc_error
+from gateway.settings import ALIAS_KINDS
 from gateway.streams import End, Pump
 
-__all__ = ["call", "model_id", "started"]
+__all__ = ["call", "model_id", "speech_model", "started"]
 
 
 def model_id(name: str | None) -> str:
@@ -19,6 +20,21 @@ def model_id(name: str | None) -> str:
     alias table."""
     name = name or ""
     return settings_of().model_aliases.get(name, name)
+
+
+def speech_model(name: str) -> None:
+    """404 ``model_not_found`` unless ``name`` is a TTS alias (``tts-1``, ...) or a configured
+    alias of no known kind: the TTS service picks voices, not models, so nothing else could be
+    meant, and an unchecked name would look accepted."""
+    if name in settings_of().model_aliases and ALIAS_KINDS.get(name, "tts") == "tts":
+        return
+    raise ApiError(
+        404,
+        f"the model {name!r} does not exist for speech; use one of: "
+        + ", ".join(n for n in settings_of().model_aliases if ALIAS_KINDS.get(n, "tts") == "tts"),
+        "model_not_found",
+        "model",
+    )
 
 
 def call(method: Any, message: Any, service: str) -> Any:

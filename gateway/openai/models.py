@@ -14,6 +14,7 @@ from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import ApiError, from_rpc_error
 from gateway.openapi import documented
 from gateway.responses import ModelCard, ModelList
+from gateway.settings import ALIAS_KINDS
 
 __all__ = ["blueprint"]
 
@@ -33,7 +34,8 @@ def list_models() -> Response:
     """List the models of every service
 
     In OpenAI's list shape; a service that does not answer is left out (503 when none answers).
-    TTS voices are listed as models too, since OpenAI clients pick a voice by name.
+    TTS voices are listed as models too, since OpenAI clients pick a voice by name, and so are
+    the aliases that OpenAI clients send (``whisper-1``, ``tts-1``, ...), under their service.
     """
     stubs = stubs_of()
     options = call_options(settings_of().ready_timeout * 5)
@@ -60,4 +62,10 @@ def list_models() -> Response:
         log.warning("tts ListVoices failed: %s", from_rpc_error(error).message)
     if not answered:
         raise ApiError(503, "no model service answered", "unavailable")
+    listed = {card.id for card in data}
+    data.extend(
+        _card(alias, ALIAS_KINDS.get(alias, "alias"), True)
+        for alias in settings_of().model_aliases
+        if alias not in listed
+    )
     return jsonify(ModelList(object="list", data=data).body())

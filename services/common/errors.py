@@ -2,13 +2,22 @@
 
 Backends and servicers raise these; the server interceptor turns them into a status with a
 clear message and, when a request field is at fault, a ``google.rpc.BadRequest`` detail.
+
+RESOURCE_EXHAUSTED has two meanings that a caller must treat differently, told apart by one
+detail: ``ResourceExhausted`` is a limit on the request itself (too long, too large, too many
+items), which no retry can pass; ``Overloaded`` is a lack of capacity (a full queue, too many
+turns or sessions), which carries a ``google.rpc.RetryInfo`` saying when to try again. The
+gateway answers the first 400 and the second 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 __all__ = [
     "ChorusError",
@@ -16,6 +25,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "Overloaded",
     "PermissionDenied",
     "ResourceExhausted",
     "Unauthenticated",
@@ -23,6 +33,7 @@ __all__ = [
     "Unimplemented",
     "UpstreamError",
     "from_rpc_error",
+    "retry_after_of",
     "to_rpc_status",
 ]
 
@@ -31,6 +42,8 @@ class ChorusError(Exception):
     """Base class: an error whose message is safe to show to the caller."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    retry_after: float | None = None
+    """Seconds after which the same call may succeed (sent as ``google.rpc.RetryInfo``)."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -47,7 +60,17 @@ class NotFound(ChorusError):
 
 
 class ResourceExhausted(ChorusError):
+    """A limit on the request (size, length, duration, count): the same request never passes."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Overloaded(ResourceExhausted):
+    """No capacity now (a full queue, too many turns or sessions): retry after ``retry_after``."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class FailedPrecondition(ChorusError):
@@ -77,20 +100,41 @@ class Unimplemented(ChorusError):
 class UpstreamError(ChorusError):
     """A downstream service's failure, passed on with that service's status code."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after = retry_after
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError, service: str) -> UpstreamError:
-    """Wrap a failed downstream call, naming the service so the caller knows where it failed."""
+    """Wrap a failed downstream call, naming the service so the caller knows where it failed
+    (a ``RetryInfo`` is kept, so an overloaded service stays "retry later" upstream)."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     details = error.details() if hasattr(error, "details") else str(error)
-    return UpstreamError(code, f"{service}: {details}")
+    return UpstreamError(code, f"{service}: {details}", retry_after=retry_after_of(error))
+
+
+def retry_after_of(error: grpc.RpcError) -> float | None:
+    """The seconds of a failed call's ``google.rpc.RetryInfo``; None when it has none."""
+    if not isinstance(error, grpc.Call):
+        return None
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # inconsistent status details
+        return None
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
 
 
 def to_rpc_status(error: ChorusError) -> status_pb2.Status:
-    """The rich ``google.rpc.Status`` for an error (a BadRequest detail when a field is named)."""
+    """The rich ``google.rpc.Status`` for an error (a BadRequest detail when a field is named,
+    a RetryInfo when a retry may succeed)."""
     status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
     if error.field:
         detail = any_pb2.Any()
@@ -103,6 +147,12 @@ def to_rpc_status(error: ChorusError) -> status_pb2.Status:
                 ]
             )
         )
+        status.details.append(detail)
+    if error.retry_after is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromTimedelta(timedelta(seconds=error.retry_after))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
         status.details.append(detail)
     return status
 

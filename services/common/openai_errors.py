@@ -14,8 +14,8 @@ from services.common.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -44,7 +44,7 @@ def remote_error(exc: openai.OpenAIError, secret: str, what: str = "API") -> Cho
         401: (Unauthenticated, "refused the API key"),
         403: (PermissionDenied, "denied access"),
         404: (NotFound, "does not know the model or endpoint"),
-        429: (ResourceExhausted, "is rate-limiting or out of quota"),
+        429: (Overloaded, "is rate-limiting or out of quota"),
     }
     if status in kinds:
         kind, summary = kinds[status]

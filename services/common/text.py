@@ -17,7 +17,22 @@ import re
 
 import pysbd  # type: ignore[import-untyped]  # no stubs or py.typed
 
-__all__ = ["pop_complete_sentences", "split_sentences"]
+__all__ = ["control_character", "pop_complete_sentences", "split_sentences"]
+
+# The one rule for text that reaches a model: C0 and C1 control characters (NUL included) and
+# lone surrogates are refused; tab, line feed and carriage return are ordinary whitespace.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def control_character(text: str) -> str | None:
+    """A description of the first character that text may not hold ("U+0000 at 12"), or None.
+
+    Such characters are refused rather than stripped: no model reads them as text, and
+    stripping would change what the caller asked for without saying so.
+    """
+    found = _CONTROL.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X} at {found.start()}"
+
 
 # pysbd only cuts where one of these stands (``Punctuations`` of its standard rules plus the
 # ellipsis); a text without any skips it, which is most tokens of a streamed reply.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from services.common import metrics
-from services.common.errors import ResourceExhausted
+from services.common.errors import Overloaded
 
 __all__ = ["WorkResult", "WorkerPool"]
 
@@ -62,7 +62,7 @@ class WorkerPool:
                 return None
             if not wait:
                 metrics.WORK_REJECTED.inc()
-                raise ResourceExhausted(
+                raise Overloaded(
                     f"server busy: {self._admitted} calls running or queued "
                     f"(limit {self._capacity}); retry later"
                 )
@@ -107,7 +107,7 @@ class WorkerPool:
     async def run(self, fn: Callable[..., T], *args: object, wait: bool = False) -> WorkResult[T]:
         """Run ``fn(*args)`` on a worker thread, carrying the caller's context (request id).
 
-        A full pool refuses the call at once (ResourceExhausted), unless ``wait``: then the call
+        A full pool refuses the call at once (Overloaded), unless ``wait``: then the call
         waits, first come first served, for a place. Waiting is for work that an admitted call
         cannot do without (a stream's final segment, its voice activity detection), where
         refusing would only make the caller retry in a loop.
@@ -145,7 +145,7 @@ class WorkerPool:
         Events (tokens, steps) reach the caller as they are emitted. When the caller goes away
         (the gRPC call was cancelled or its deadline passed) ``cancelled`` is set, the backend
         returns at its next token or step, and its worker is free again. Raises what ``fn``
-        raises (after the events it emitted), and ResourceExhausted at once when the queue is
+        raises (after the events it emitted), and Overloaded at once when the queue is
         full.
         """
         loop = asyncio.get_running_loop()

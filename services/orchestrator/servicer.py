@@ -15,7 +15,7 @@ from chorus.v1 import orchestrator_pb2 as pb
 from chorus.v1 import orchestrator_pb2_grpc
 
 from services.common.artifacts import ArtifactStore
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable
+from services.common.errors import InvalidArgument, Overloaded, Unavailable
 from services.common.logs import request_id
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.inputs import check_config, read_input, unary_input
@@ -122,7 +122,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     def _admit(self) -> None:
         if self._turns.locked():
-            raise ResourceExhausted(
+            raise Overloaded(
                 f"too many turns in progress (limit {self._settings.max_turns}); retry later"
             )
 
@@ -176,7 +176,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         context: grpc.aio.ServicerContext[pb.SessionRequest, pb.SessionEvent],
     ) -> AsyncIterator[pb.SessionEvent]:
         if self._sessions.locked():
-            raise ResourceExhausted(
+            raise Overloaded(
                 f"too many sessions open (limit {self._settings.max_sessions}); retry later"
             )
         async with self._sessions:

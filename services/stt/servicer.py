@@ -12,7 +12,12 @@ import numpy as np
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc
 
 from services.common.audio import decode_audio, pcm16_to_float32, resample
-from services.common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from services.common.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+    ResourceExhausted,
+)
 from services.common.models import ModelManager
 from services.common.workers import WorkerPool
 from services.stt.backends.base import Segment, SpeechToTextBackend, TranscribeOptions, Word
@@ -130,7 +135,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[stt_pb2.StreamingTranscribeResponse]:
         if self._streams.locked():
-            raise ResourceExhausted(
+            raise Overloaded(
                 f"too many open streams (limit {self._settings.max_streams}); retry later"
             )
         async with self._streams:

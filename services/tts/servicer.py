@@ -14,7 +14,7 @@ from prometheus_client import Counter
 from services.common.audio import encode_audio, output_sample_rate
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.models import ModelManager
-from services.common.text import split_sentences
+from services.common.text import control_character, split_sentences
 from services.common.workers import WorkerPool
 from services.tts.backends import VoiceCatalog
 from services.tts.backends.base import TextToSpeechBackend
@@ -64,6 +64,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
         text = request.text.strip()
         if not text:
             raise InvalidArgument("text is empty", field="text")
+        bad = control_character(request.text)
+        if bad is not None:
+            raise InvalidArgument(f"text holds a control character ({bad})", field="text")
         if len(request.text) > s.max_text_chars:
             raise ResourceExhausted(
                 f"text has {len(request.text)} characters; the limit is {s.max_text_chars}",

@@ -74,10 +74,16 @@ EXPECTED_TYPE = {
 
 @pytest.mark.parametrize("code", EXPECTED_HTTP)
 def test_every_grpc_status_becomes_its_http_status(code: str) -> None:
-    failure = UpstreamError(grpc.StatusCode[code], "the service said no")
+    # RESOURCE_EXHAUSTED is 429 when the service says when to retry (RetryInfo), else 400
+    # (tests/fast/test_status_mapping.py).
+    busy = code == "RESOURCE_EXHAUSTED"
+    failure = UpstreamError(
+        grpc.StatusCode[code], "the service said no", retry_after=2.0 if busy else None
+    )
     response = client_for(tts=tts(FakeRpcError(failure))).get("/api/voices")
     status = EXPECTED_HTTP[code]
     assert response.status_code == status
+    assert response.headers.get("Retry-After") == ("2" if busy else None)
     error = error_of(response)
     assert error["code"] == code.lower()
     default_type = "server_error" if status >= 500 else "invalid_request_error"

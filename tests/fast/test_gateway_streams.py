@@ -17,7 +17,12 @@ from flask.testing import FlaskClient
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from gateway.streams import sse
-from services.common.errors import InvalidArgument, ResourceExhausted, Unavailable, UpstreamError
+from services.common.errors import (
+    InvalidArgument,
+    Overloaded,
+    ResourceExhausted,
+    Unavailable,
+)
 from tests.support.fakes import FakeChannels, FakeRpcError, Streaming, fake_stubs
 
 TURN = "turn-1"
@@ -277,7 +282,7 @@ def test_chat_chunks_then_done() -> None:
 
 
 def test_chat_failure_after_the_first_chunk_is_an_error_chunk_then_done() -> None:
-    failure = FakeRpcError(UpstreamError(ResourceExhausted.code, "the queue is full"))
+    failure = FakeRpcError(Overloaded("the queue is full"))
     got = chat(Streaming(generate_events("Hel", failure=failure)))
     data = [d for _, d in got]
     assert data[-1] == "[DONE]"

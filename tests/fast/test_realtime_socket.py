@@ -21,6 +21,7 @@ import pytest
 from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2_grpc
 from chorus.v1 import orchestrator_pb2 as pb
 from flask import Flask
+from grpc_status import rpc_status
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from werkzeug.serving import make_server
@@ -30,6 +31,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from gateway.app import create_app
 from gateway.openai import realtime
 from gateway.settings import GatewaySettings
+from services.common.errors import UpstreamError, to_rpc_status
 
 KEY = "sk-realtime-test-3f9a"
 
@@ -47,7 +49,13 @@ class Orchestrator(orchestrator_pb2_grpc.OrchestratorServicer):
     def Session(self, request_iterator: Iterator[pb.SessionRequest], context: Any) -> Any:
         context.add_callback(self.ended.set)
         if self.refuse is not None:
-            context.abort(self.refuse, "too many sessions open on this replica")
+            busy = self.refuse == grpc.StatusCode.RESOURCE_EXHAUSTED  # as Overloaded sends it
+            refusal = UpstreamError(
+                self.refuse,
+                "too many sessions open on this replica",
+                retry_after=1.0 if busy else None,
+            )
+            context.abort_with_status(rpc_status.to_status(to_rpc_status(refusal)))
         for request in request_iterator:
             self.requests.append(request)
             kind = request.WhichOneof("request")

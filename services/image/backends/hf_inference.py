@@ -22,8 +22,8 @@ from services.common.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
+    Overloaded,
     PermissionDenied,
-    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -111,7 +111,7 @@ def _map_error(exc: HfHubHTTPError) -> ChorusError:
     if status == 404:
         return NotFound(detail, field="model")
     if status == 429:
-        return ResourceExhausted(detail)
+        return Overloaded(detail)
     if status in (400, 422):
         return InvalidArgument(detail)
     if status == 503:
