@@ -332,6 +332,10 @@ def test_b_speaking_over_the_reply_interrupts_it(open_page, artifacts, request):
     page.wait_for_function("document.body.dataset.playing === 'true'")
     at = page.evaluate("window.chorusNow() - window.chorusMetrics.micOpenedAt")
     assert at < BARGE_IN_AT, f"the reply started playing only {at:.1f} s into the microphone"
+    # The spoken question's reply, short (the count keeps the 400 it was asked with): its words
+    # follow a history cut wherever the barge-in fell, and a long one takes minutes to speak.
+    page.locator("#max-tokens").fill("40")
+    page.locator("#max-tokens").dispatch_event("change")
     shot(page, artifacts, request, "1-playing")
     wait_event(page, "input_audio_buffer.speech_started", dir="in")
     cut = wait_event(page, "response.done", dir="in", reason="turn_detected")

@@ -18,11 +18,21 @@ from typing import Any
 
 import grpc
 import pytest
+import schemathesis
 from chorus.v1 import llm_pb2, orchestrator_pb2_grpc
 from chorus.v1 import orchestrator_pb2 as pb
+from hypothesis import HealthCheck, Phase, settings
 from pydantic import SecretStr
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from devtools.processes import ServiceProcess
+from gateway.app import create_app
+from gateway.openapi import document
 from services.common.artifacts import ArtifactSettings, ArtifactStore, open_store
 from services.common.conversations import (
     ConversationRepository,
@@ -562,7 +572,11 @@ def test_a_live_session_keeps_its_conversation(
 
     second = SessionClient(orch.address, None, metadata=md())
     try:
-        second.send(config=pb.SessionConfig(conversation_id=conversation.id, max_output_tokens=24))
+        second.send(
+            config=pb.SessionConfig(
+                conversation_id=conversation.id, max_output_tokens=24, temperature=0.0
+            )
+        )
         one = second.wait_for("item_added")
         two = second.wait_for("item_added", after=second.events.index(one) + 1)
         loaded = [one.item_added.item, two.item_added.item]
@@ -644,3 +658,44 @@ def test_through_the_gateway_each_tenant_sees_its_own(
         assert stolen.status_code == 404 and stolen.content.find(b"RIFF") < 0
         still = requests.get(f"{gw.url}/v1/conversations/{conversation}", headers=a)
         assert len(still.json()["items"]) == 2  # b's delete removed nothing
+
+
+@pytest.fixture(scope="module")
+def open_gateway(orch: ServiceProcess, local_stores: dict[str, str], logs: Path) -> Iterator[Any]:
+    """A gateway without keys (the default tenant) in front of the stored orchestrator."""
+    from tests.support.gateway import gateway_env, running_gateway
+
+    env = gateway_env(
+        orchestrator=orch, CHORUS_ARTIFACTS_FOLDER=local_stores["CHORUS_ARTIFACTS_FOLDER"]
+    )
+    with running_gateway(env, logs, "stored-open", ready="/readyz") as gw:
+        yield gw
+
+
+_conversations = schemathesis.openapi.from_dict(document(create_app())).include(
+    path_regex=r"^/v1/conversations"
+)
+
+
+@_conversations.parametrize()
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+def test_the_conversations_api_conforms(case: Any, open_gateway: Any) -> None:
+    """schemathesis on /v1/conversations against a real store: no server error, and every
+    answer has a status, media type and body the OpenAPI document gives."""
+    case.call_and_validate(
+        base_url=open_gateway.url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=60,
+    )

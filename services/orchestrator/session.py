@@ -460,6 +460,11 @@ class LiveSession:
                 if event is None:
                     break
                 yield event
+            # The client ended the call: what settled is stored before the call ends, so a
+            # client that reads the conversation next finds all of it.
+            final = self._flush()
+            if final is not None:
+                await final
             if self._overflowed:
                 raise ResourceExhausted(
                     "the client stopped reading the session's events; the session was ended"
