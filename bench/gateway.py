@@ -36,10 +36,9 @@ from chorus.v1 import (
     tts_pb2_grpc,
 )
 
+from bench.suite import voice_suite
 from bench.timing import alternate
-from devtools.processes import ROOT, ServiceProcess, free_port
-from services.catalog import BY_NAME
-from tests.support.gateway import NOWHERE, GatewayProcess, gateway_env
+from devtools.processes import ROOT
 
 REPEATS = 7
 QUESTION = "What is the capital of France?"
@@ -66,37 +65,13 @@ def interleaved(
 def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="chorus-bench-gateway-"))
 
-    def service(name: str, env: dict[str, str]) -> ServiceProcess:
-        return ServiceProcess(
-            BY_NAME[name], free_port(), free_port(), env=env, log_path=logs / f"{name}.log"
-        ).start()
-
-    stt = service("stt", {"CHORUS_STT_BEAM_SIZE": "1", "CHORUS_STT_EXTRA_MODELS": "[]"})
-    tts = service("tts", {})
-    llm = service("llm", {"CHORUS_LLM_CPU_THREADS": "2"})
-    started = [stt, tts, llm]
-    gateway: GatewayProcess | None = None
     results: dict[str, dict[str, float]] = {}
-    try:
-        for proc in started:
-            proc.wait_ready()
-        orchestrator = service(
-            "orchestrator",
-            {
-                "CHORUS_ORCH_STT_ADDRESS": stt.address,
-                "CHORUS_ORCH_TTS_ADDRESS": tts.address,
-                "CHORUS_ORCH_LLM_ADDRESS": llm.address,
-                "CHORUS_ORCH_IMAGE_ADDRESS": NOWHERE,  # image mode off: never called
-            },
-        )
-        started.append(orchestrator)
-        orchestrator.wait_ready()
-        gateway = GatewayProcess(
-            gateway_env(orchestrator=orchestrator, stt=stt, tts=tts, llm=llm),
-            logs / "gateway.log",
-            ready="/readyz",
-        ).start()
-        gateway.wait_ready()
+    with voice_suite(
+        logs,
+        {"CHORUS_STT_BEAM_SIZE": "1", "CHORUS_STT_EXTRA_MODELS": "[]"},
+        {"CHORUS_LLM_CPU_THREADS": "2"},
+    ) as suite:
+        stt, tts, orchestrator, gateway = suite.stt, suite.tts, suite.orchestrator, suite.gateway
 
         converse = orchestrator_pb2_grpc.OrchestratorStub(
             grpc.insecure_channel(orchestrator.address)
@@ -181,11 +156,6 @@ def main() -> int:
                 "gateway_path_overhead_s": gateway_path,
                 "grpc_path_overhead_s": direct_path,
             }
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        for proc in reversed(started):
-            proc.stop()
 
     print(f"\nmedian of {REPEATS} interleaved runs each (logs: {logs})\n")
     print(f"{'benchmark':<34}{'HTTP gateway':>14}{'gRPC direct':>13}{'ratio':>8}")

@@ -34,9 +34,8 @@ import numpy as np
 import requests
 from websockets.sync.client import ClientConnection, connect
 
-from devtools.processes import ServiceProcess, free_port
-from services.catalog import BY_NAME
-from tests.support.gateway import NOWHERE, GatewayProcess, gateway_env, sse_events
+from bench.suite import voice_suite
+from tests.support.gateway import sse_events
 from tests.support.session import RATE, Spoken, spoken
 from tests.support.speech import wav_bytes
 
@@ -243,47 +242,13 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="chorus-bench-realtime-"))
     clips = [spoken(q, logs) for q in QUESTIONS]
 
-    def service(name: str, env: dict[str, str]) -> ServiceProcess:
-        return ServiceProcess(
-            BY_NAME[name], free_port(), free_port(), env=env, log_path=logs / f"{name}.log"
-        ).start()
-
-    stt = service("stt", {})
-    tts = service("tts", {})
-    llm = service("llm", {})
-    started = [stt, tts, llm]
-    gateway: GatewayProcess | None = None
-    try:
-        for proc in started:
-            proc.wait_ready()
-        orchestrator = service(
-            "orchestrator",
-            {
-                "CHORUS_ORCH_STT_ADDRESS": stt.address,
-                "CHORUS_ORCH_TTS_ADDRESS": tts.address,
-                "CHORUS_ORCH_LLM_ADDRESS": llm.address,
-                "CHORUS_ORCH_IMAGE_ADDRESS": NOWHERE,  # image mode off: never called
-            },
-        )
-        started.append(orchestrator)
-        orchestrator.wait_ready()
-        gateway = GatewayProcess(
-            gateway_env(orchestrator=orchestrator, stt=stt, tts=tts, llm=llm),
-            logs / "gateway.log",
-            ready="/readyz",
-        ).start()
-        gateway.wait_ready()
-        url = gateway.url
+    with voice_suite(logs, {}, {}) as suite:
+        url = suite.gateway.url
         ws_url = url.replace("http://", "ws://")
         live = {model: live_turns(ws_url, model, clips) for model in LIVE_MODELS}
         files = file_turns(url, clips)
         print(json.dumps({"live": live, "files": files}))
         barge = barge_ins(ws_url, clips[0])
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        for proc in reversed(started):
-            proc.stop()
 
     print(f"\nvoice-to-voice over {len(clips)} questions (logs: {logs})\n")
     print(f"{'path':<40}{'p50':>8}{'p95':>8}")
