@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import time
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -213,24 +212,10 @@ def artifact_settings(tmp_path: Path) -> ArtifactSettings:
     return ArtifactSettings(folder=tmp_path / "artifacts")
 
 
-@pytest.fixture
-def conversation_settings(tmp_path: Path) -> ConversationSettings:
-    return ConversationSettings(url=SecretStr(f"sqlite:///{tmp_path / 'c.sqlite3'}"))
-
-
-@pytest.fixture
-async def stores(
-    artifact_settings: ArtifactSettings, conversation_settings: ConversationSettings
-) -> AsyncIterator[Stores]:
-    stores = Stores(artifact_settings, conversation_settings)
-    yield stores
-    await stores.close()
-
-
 async def test_stores_open_once_on_first_use(tmp_path: Path, stores: Stores) -> None:
-    assert not (tmp_path / "c.sqlite3").exists()
+    assert not (tmp_path / "conversations.sqlite3").exists()
     repository = await stores.conversations()
-    assert (tmp_path / "c.sqlite3").exists()
+    assert (tmp_path / "conversations.sqlite3").exists()
     assert await stores.conversations() is repository
     assert await stores.artifacts() is await stores.artifacts()
 

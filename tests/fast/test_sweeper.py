@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +52,6 @@ def artifact_settings(tmp_path: Path) -> ArtifactSettings:
     return ArtifactSettings(
         folder=tmp_path / "artifacts", max_age_seconds=MAX_AGE, max_total_bytes=1000
     )
-
-
-@pytest.fixture
-def conversation_settings(tmp_path: Path) -> ConversationSettings:
-    return ConversationSettings(url=SecretStr(f"sqlite:///{tmp_path / 'conversations.sqlite3'}"))
-
-
-@pytest.fixture
-async def stores(
-    artifact_settings: ArtifactSettings, conversation_settings: ConversationSettings
-) -> AsyncIterator[Stores]:
-    stores = Stores(artifact_settings, conversation_settings)
-    yield stores
-    await stores.close()
 
 
 @pytest.fixture
