@@ -26,19 +26,14 @@ from chorus.v1 import llm_pb2
 from services.common.artifacts import ArtifactMeta
 from services.common.audio import wav_bytes
 from services.common.conversations import NewItem
-from services.common.errors import ChorusError, NotFound
-from services.orchestrator.storage import Stores, blocking
+from services.common.errors import ChorusError
+from services.orchestrator.storage import CHAT_ROLES, Stores, blocking, stored_items
 
 __all__ = ["SessionMedia", "SessionRecord", "StoredTurn"]
 
 log = logging.getLogger(__name__)
 
-_ROLES = {"user": llm_pb2.CHAT_ROLE_USER, "assistant": llm_pb2.CHAT_ROLE_ASSISTANT}
-_NAMES = {
-    llm_pb2.CHAT_ROLE_USER: "user",
-    llm_pb2.CHAT_ROLE_ASSISTANT: "assistant",
-    llm_pb2.CHAT_ROLE_SYSTEM: "system",
-}
+_NAMES = {role: name for name, role in CHAT_ROLES.items()}
 
 
 @dataclass
@@ -89,23 +84,11 @@ class SessionRecord:
                 (``config.conversation_id``).
             Unavailable: the store cannot be reached.
         """
-        repository = await self.stores.conversations()
-        try:
-            items = await blocking(
-                "conversation",
-                repository.history,
-                self.tenant,
-                self.conversation_id,
-                max_messages,
-                max_chars,
-            )
-        except NotFound as error:
-            raise NotFound(error.message, field="config.conversation_id") from None
-        loaded = [
-            (item.id, _ROLES[item.role], item.text)
-            for item in items
-            if item.role in _ROLES and item.text.strip()
-        ]
+        items = await stored_items(
+            self.stores, self.tenant, self.conversation_id, max_messages, max_chars
+        )
+        # A session's system items are its own instructions, not the conversation's.
+        loaded = [(i.id, CHAT_ROLES[i.role], i.text) for i in items if i.role != "system"]
         self.stored.update(item_id for item_id, _, _ in loaded)
         return loaded
 

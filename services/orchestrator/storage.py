@@ -61,6 +61,7 @@ __all__ = [
     "Stores",
     "TurnRecord",
     "stored_history",
+    "stored_items",
     "tenant_of",
 ]
 
@@ -177,6 +178,15 @@ async def stored_history(
         NotFound: an unknown, malformed or another tenant's id (``config.conversation_id``).
         Unavailable: the store cannot be reached.
     """
+    items = await stored_items(stores, tenant, conversation_id, max_messages, max_chars)
+    return [llm_pb2.ChatMessage(role=CHAT_ROLES[item.role], content=item.text) for item in items]
+
+
+async def stored_items(
+    stores: Stores, tenant: str, conversation_id: str, max_messages: int, max_chars: int
+) -> list[Item]:
+    """The newest stored items with text within the limits, oldest first: what a turn or a
+    live session starts from. Raises as ``stored_history``."""
     repository = await stores.conversations()
     try:
         items = await blocking(
@@ -190,11 +200,7 @@ async def stored_history(
     except NotFound as error:
         raise NotFound(error.message, field="config.conversation_id") from None
     # An item with no text (a reply that failed before its first word) gives a model nothing.
-    return [
-        llm_pb2.ChatMessage(role=CHAT_ROLES[item.role], content=item.text)
-        for item in items
-        if item.text.strip()
-    ]
+    return [item for item in items if item.text.strip()]
 
 
 @dataclass
