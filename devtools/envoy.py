@@ -1,6 +1,17 @@
 """Real Envoy on loopback: rendered from the template, started, read via its admin API.
 
-Used by `make run ENVOY=1` (devtools/launcher.py) and by the tests.
+Used by `make run ENVOY=1` (devtools/launcher.py), by the tests and by `make soak`.
+
+Faults at run time, no restart (``Options.fault_injection``, on in ``Options.local()``)::
+
+    envoy.set_delay("llm", 10_000)            # every call to the llm cluster waits 10 s first
+    envoy.set_delay("stt", 500, percent=20)   # a fifth of the STT calls wait 0.5 s
+    envoy.set_abort("tts", percent=50)        # half the TTS calls fail at once, UNAVAILABLE
+    envoy.clear_faults("llm")                 # or clear_faults() for every cluster
+    envoy.active("llm")                       # calls in flight to the llm replicas
+
+A delayed call waits inside Envoy before it is routed: the caller's deadline (grpc-timeout)
+ends it there, and it never reaches a replica.
 """
 
 from __future__ import annotations
@@ -9,13 +20,14 @@ import json
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.envoy.render import Endpoint, Options, envoy_binary, render
+from deploy.envoy.render import FAULT_RUNTIME_PREFIX, Endpoint, Options, envoy_binary, render
 from devtools.processes import ServiceProcess, free_port
 
 
@@ -55,6 +67,58 @@ class EnvoyProcess:
                     flags.add(health["eds_health_status"])
                 out[port] = flags
         return out
+
+    def runtime(self, **values: str | int) -> None:
+        """Set runtime keys through the admin API (``POST /runtime_modify``); an empty string
+        removes a key (back to the config's default). Takes effect on the next request."""
+        query = urllib.parse.urlencode({k: str(v) for k, v in values.items()})
+        self.admin(f"/runtime_modify?{query}", method="POST")
+
+    def runtime_values(self) -> dict[str, str]:
+        """The runtime keys that are set (any layer), as strings."""
+        entries = json.loads(self.admin("/runtime")).get("entries", {})
+        return {k: str(v.get("final_value", "")) for k, v in entries.items()}
+
+    def set_delay(self, cluster: str, ms: int, percent: int = 100) -> None:
+        """Delay ``percent`` % of the calls routed to ``cluster`` by ``ms`` before they leave
+        Envoy (the fault filter of ``Options.fault_injection``); no restart, next call on."""
+        if not 0 <= percent <= 100 or ms < 0:
+            raise ValueError(f"percent in 0..100 and ms >= 0, got {percent}, {ms}")
+        key = f"{FAULT_RUNTIME_PREFIX}.{cluster}"
+        self.runtime(**{f"{key}.delay_ms": ms, f"{key}.delay_percent": percent})
+
+    def set_abort(
+        self, cluster: str, percent: int = 100, grpc_status: int = 14, http_status: int = 503
+    ) -> None:
+        """Answer ``percent`` % of the calls routed to ``cluster`` at once with ``grpc_status``
+        (gRPC clusters; 14 UNAVAILABLE by default) or ``http_status`` (the gateway): never
+        retried, since the call never reached a replica."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent in 0..100, got {percent}")
+        key = f"{FAULT_RUNTIME_PREFIX}.{cluster}"
+        self.runtime(
+            **{
+                f"{key}.abort_percent": percent,
+                f"{key}.abort_grpc_status": grpc_status,
+                f"{key}.abort_http_status": http_status,
+            }
+        )
+
+    def clear_faults(self, cluster: str | None = None) -> None:
+        """Remove the delays and aborts of ``cluster`` (None: of every cluster)."""
+        prefix = f"{FAULT_RUNTIME_PREFIX}.{cluster + '.' if cluster else ''}"
+        keys = [k for k in self.runtime_values() if k.startswith(prefix)]
+        if keys:
+            self.runtime(**dict.fromkeys(keys, ""))
+
+    def active(self, cluster: str) -> int:
+        """Calls Envoy has in flight to ``cluster``'s replicas now (``upstream_rq_active``)."""
+        return self.stat(f"cluster.{cluster}.upstream_rq_active")
+
+    def faults_active(self) -> int:
+        """Calls held by a fault filter now (delayed, not yet routed): 0 once every delayed
+        call has gone on or its caller gave up."""
+        return self.stat("http.chorus.fault.active_faults")
 
     def stat(self, name: str) -> int:
         """One counter or gauge from /stats (0 when absent)."""

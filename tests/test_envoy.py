@@ -26,7 +26,14 @@ import yaml
 from chorus.v1 import common_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.envoy.render import Endpoint, Options, container_endpoints, render, validate
+from deploy.envoy.render import (
+    FAULT_RUNTIME_PREFIX,
+    Endpoint,
+    Options,
+    container_endpoints,
+    render,
+    validate,
+)
 from devtools.launcher import running_suite
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER, SERVICES
@@ -138,6 +145,32 @@ def test_config_shape(mode: str, tmp_path: Path) -> None:
                 assert "idle_timeout" in r["route"]
             else:
                 assert buffer["buffer"]["max_request_bytes"] == u.route.max_request_bytes
+
+
+@pytest.mark.parametrize("mode", ["local", "container"])
+def test_fault_filters_only_where_asked(mode: str, tmp_path: Path) -> None:
+    """Options.local() puts one fault filter per cluster before the router, injecting nothing
+    by default (0 %) and driven by runtime keys; containers have none (and no admin layer)."""
+    _, config = _rendered(mode, tmp_path)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    faults = [f for f in hcm["http_filters"] if "fault" in f["typed_config"]["@type"]]
+    if mode == "container":
+        assert faults == [] and "layered_runtime" not in config
+        return
+    assert config["layered_runtime"]["layers"] == [{"name": "admin", "admin_layer": {}}]
+    assert [f["typed_config"]["upstream_cluster"] for f in faults] == [u.name for u in SERVICES]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names.index(faults[-1]["name"]) < names.index("envoy.filters.http.router")
+    for f in faults:
+        fault, cluster = f["typed_config"], f["typed_config"]["upstream_cluster"]
+        assert fault["delay"]["percentage"]["numerator"] == 0
+        assert fault["abort"]["percentage"]["numerator"] == 0
+        assert fault["delay_percent_runtime"] == f"{FAULT_RUNTIME_PREFIX}.{cluster}.delay_percent"
+        assert fault["delay_duration_runtime"] == f"{FAULT_RUNTIME_PREFIX}.{cluster}.delay_ms"
+    assert not Options.from_env("local", {"CHORUS_ENVOY_FAULT_INJECTION": "false"}).fault_injection
+    assert Options.from_env("container", {"CHORUS_ENVOY_FAULT_INJECTION": "1"}).fault_injection
 
 
 def test_render_rejects_unknown_or_empty_kinds() -> None:
@@ -307,6 +340,44 @@ def test_tts_through_envoy(suite) -> None:
         chunks = list(stub.StreamingSynthesize(tts_pb2.SynthesizeRequest(text=text), timeout=60))
     assert len(chunks) == 2  # one per sentence, streamed through
     assert all(len(c.audio) > 1000 for c in chunks)
+
+
+def test_faults_switch_at_run_time(suite) -> None:
+    """A delay on one cluster, set through the admin API without a restart, holds its calls in
+    Envoy (a caller's deadline ends them there, never reaching a replica) and leaves the other
+    cluster alone; an abort fails calls at once with UNAVAILABLE; cleared, calls pass again."""
+    _, tts, envoy = suite
+    name = "/chorus.v1.TextToSpeech/ListVoices"
+    served = metric_value(scrape(tts), "chorus_grpc_requests_total", method=name)
+    with grpc.insecure_channel(envoy.address) as channel:
+        stub = tts_pb2_grpc.TextToSpeechStub(channel)
+
+        def code(timeout: float = 30) -> grpc.StatusCode:
+            try:
+                stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=timeout)
+            except grpc.RpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        try:
+            envoy.set_delay("tts", 60_000)
+            start = time.monotonic()
+            assert code(timeout=1.0) == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - start < 30  # the caller's deadline, not the delay
+            assert _health_through(envoy.address, "stt") == health_pb2.HealthCheckResponse.SERVING
+            envoy.set_delay("tts", 0, percent=0)
+            envoy.set_abort("tts")
+            assert code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            envoy.clear_faults()
+        assert not any(k.startswith(FAULT_RUNTIME_PREFIX) for k in envoy.runtime_values())
+        assert code() == grpc.StatusCode.OK
+    # Neither the delayed nor the aborted call reached the replica; the last one did.
+    after = metric_value(scrape(tts), "chorus_grpc_requests_total", method=name)
+    assert after - served == 1
+    assert envoy.faults_active() == 0
+    assert envoy.stat("http.chorus.fault.delays_injected") >= 1
+    assert envoy.stat("http.chorus.fault.aborts_injected") >= 1
 
 
 def test_oversized_unary_request_stops_at_envoy(suite) -> None:

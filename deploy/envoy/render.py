@@ -35,6 +35,7 @@ import jinja2
 from services.catalog import BY_NAME, ENVOY, HEALTH_ROUTE_HEADER, SERVICES
 
 __all__ = [
+    "FAULT_RUNTIME_PREFIX",
     "Endpoint",
     "Options",
     "container_endpoints",
@@ -46,6 +47,10 @@ __all__ = [
 
 TEMPLATE = Path(__file__).with_name("envoy.yaml.j2")
 ENV_PREFIX = ENVOY.env_prefix
+FAULT_RUNTIME_PREFIX = "chorus.fault"
+"""Runtime keys of the fault filters (``Options.fault_injection``):
+``chorus.fault.<cluster>.delay_percent`` (0-100), ``.delay_ms``, ``.abort_percent``,
+``.abort_grpc_status`` (gRPC clusters) and ``.abort_http_status`` (the gateway)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,13 @@ class Options:
     stream_idle_timeout_s: int = 300
     access_log_path: str | None = None
     """None: access log to stdout (containers); a path: to that file."""
+    fault_injection: bool = False
+    """One ``envoy.filters.http.fault`` filter per upstream cluster, injecting nothing until
+    switched on at run time through the admin API's ``/runtime_modify`` (runtime keys
+    ``FAULT_RUNTIME_PREFIX.<cluster>.delay_percent`` / ``.delay_ms`` / ``.abort_percent`` /
+    ``.abort_grpc_status`` / ``.abort_http_status``; ``devtools.envoy.EnvoyProcess.set_delay``
+    and friends). Off in containers: the admin port is loopback-only there, but a production
+    proxy has no use for it. On in ``local()`` (tests, ``make run ENVOY=1``, ``make soak``)."""
 
     @classmethod
     def local(cls, **overrides: object) -> Options:
@@ -100,6 +112,7 @@ class Options:
             outlier_interval_s=1.0,
             ejection_s=1,
             max_ejection_s=3,
+            fault_injection=True,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -112,7 +125,9 @@ class Options:
             raw = env.get(f"{ENV_PREFIX}{name.upper()}")
             if raw is None or name == "mode":
                 continue
-            if isinstance(current, bool) or current is None or isinstance(current, str):
+            if isinstance(current, bool):
+                values[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif current is None or isinstance(current, str):
                 values[name] = raw
             elif isinstance(current, int):
                 values[name] = int(raw)
@@ -160,6 +175,7 @@ def render(endpoints: Mapping[str, Sequence[Endpoint]], options: Options | None 
         grpc_upstreams=[u for u in upstreams if u.protocol == "grpc"],
         http_upstreams=[u for u in upstreams if u.protocol == "http"],
         health_header=HEALTH_ROUTE_HEADER,
+        fault_prefix=FAULT_RUNTIME_PREFIX,
         endpoints={name: list(eps) for name, eps in endpoints.items()},
     )
 
