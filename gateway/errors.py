@@ -18,6 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 import grpc
+from chorus.v1 import orchestrator_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -127,7 +128,15 @@ def from_rpc_error(error: grpc.RpcError, service: str | None = None) -> ApiError
     return ApiError(HTTP_STATUS.get(code, 500), message, code.name.lower(), param)
 
 
-def event_error(code_name: str, message: str) -> ApiError:
-    """An ApiError for a TurnError event (its code is a gRPC status code name)."""
-    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
-    return ApiError(HTTP_STATUS.get(code, 500), message, code.name.lower())
+def event_error(error: orchestrator_pb2.TurnError) -> ApiError:
+    """An ApiError for a TurnError event (its code is a gRPC status code name), mapped as
+    ``from_rpc_error`` maps a status: RESOURCE_EXHAUSTED is 429 with ``Retry-After`` only when
+    the event says when to retry (a lack of capacity), else 400 ``limit_exceeded``."""
+    code = getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if error.retry_after_seconds > 0:
+            return ApiError(
+                429, error.message, "resource_exhausted", retry_after=error.retry_after_seconds
+            )
+        return ApiError(400, error.message, "limit_exceeded")
+    return ApiError(HTTP_STATUS.get(code, 500), error.message, code.name.lower())

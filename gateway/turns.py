@@ -162,7 +162,7 @@ def post_turn() -> Response:
         )
     if first.WhichOneof("event") == "error" and first.error.fatal:
         pump.cancel("its first event was a fatal error")
-        raise event_error(first.error.code, first.error.message)
+        raise event_error(first.error)
 
     def stream() -> Iterator[str]:
         fatal_sent = False
@@ -183,6 +183,7 @@ def post_turn() -> Response:
                                 else "UNKNOWN",
                                 "message": error.message,
                                 "fatal": True,
+                                "retry_after_seconds": error.retry_after or 0.0,
                                 "http_status": error.status,
                             },
                         )
@@ -191,7 +192,7 @@ def post_turn() -> Response:
                     kind, payload = event_payload(item)
                     if kind == "error" and item.error.fatal:
                         fatal_sent = True
-                        payload["http_status"] = event_error(item.error.code, "").status
+                        payload["http_status"] = event_error(item.error).status
                     yield sse(kind, payload)
         finally:
             pump.cancel()  # no-op when the turn ended; cancels it when the client went away

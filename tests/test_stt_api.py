@@ -11,6 +11,7 @@ from chorus.v1 import common_pb2, stt_pb2
 
 from devtools.processes import free_port
 from services.common.audio import decode_audio
+from services.common.errors import retry_after_of
 from services.stt.backends.openai_api import SAMPLE_RATE, UPLOAD_LIMIT_BYTES, _wav
 from tests.conftest import OPENAI_API_KEY, stt_openai_api_env, stt_stub
 from tests.support.services import running
@@ -164,6 +165,8 @@ def test_remote_errors_are_retried_then_mapped(
     assert err.code() == code
     assert f"({status})" in err.details()
     assert openai_speech_server.hits["/v1/audio/transcriptions"] == before + 2
+    # The remote's Retry-After-Ms (50) is passed on as RetryInfo: 429 with Retry-After upstream.
+    assert retry_after_of(err) == (pytest.approx(0.05) if status == 429 else None)
 
 
 def test_one_failure_is_absorbed_by_the_retry(stt_openai_api, openai_speech_server, speech):

@@ -12,10 +12,13 @@ gateway answers the first 400 and the second 429 with ``Retry-After``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import cast
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -116,19 +119,34 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError, service: str) ->
     return UpstreamError(code, f"{service}: {details}", retry_after=retry_after_of(error))
 
 
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
 def retry_after_of(error: grpc.RpcError) -> float | None:
-    """The seconds of a failed call's ``google.rpc.RetryInfo``; None when it has none."""
-    if not isinstance(error, grpc.Call):
-        return None
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # inconsistent status details
-        return None
+    """The seconds of a failed call's ``google.rpc.RetryInfo``; None when it has none.
+
+    Both kinds of failed call: a synchronous one (a ``grpc.Call``) and grpc.aio's
+    ``AioRpcError`` (not a ``grpc.Call``: its status details are read from its trailers here,
+    or an asyncio caller such as the orchestrator would lose them)."""
+    status: status_pb2.Status | None = None
+    if isinstance(error, grpc.Call):
+        try:
+            status = rpc_status.from_call(error)
+        except ValueError:  # inconsistent status details
+            return None
+    elif isinstance(error, grpc.aio.AioRpcError):
+        trailers = cast("Iterable[tuple[str, str | bytes]]", error.trailing_metadata() or ())
+        value = dict(trailers).get(_STATUS_DETAILS_KEY)
+        if isinstance(value, bytes):
+            try:
+                status = status_pb2.Status.FromString(value)
+            except DecodeError:
+                return None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
             detail.Unpack(info)
-            return info.retry_delay.ToTimedelta().total_seconds()
+            return float(info.retry_delay.ToTimedelta().total_seconds())
     return None
 
 

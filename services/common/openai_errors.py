@@ -7,6 +7,10 @@ The API key is redacted from anything the remote echoes back.
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
 import openai
 
 from services.common.errors import (
@@ -23,6 +27,8 @@ from services.common.errors import (
 __all__ = ["remote_error"]
 
 _MAX_REMOTE_MESSAGE = 300
+_MAX_RETRY_AFTER = 3600.0
+"""A remote's Retry-After is passed on up to an hour (a longer one is a quota, not a wait)."""
 
 
 def remote_error(exc: openai.OpenAIError, secret: str, what: str = "API") -> ChorusError:
@@ -40,11 +46,15 @@ def remote_error(exc: openai.OpenAIError, secret: str, what: str = "API") -> Cho
         return Unavailable(f"the {what} failed: {_redact(str(exc), secret)}")
     status = exc.status_code
     detail = _redact(_remote_message(exc), secret)
+    if status == 429:
+        return Overloaded(
+            f"the {what} is rate-limiting or out of quota ({status}): {detail}",
+            retry_after=_retry_after(exc),
+        )
     kinds: dict[int, tuple[type[ChorusError], str]] = {
         401: (Unauthenticated, "refused the API key"),
         403: (PermissionDenied, "denied access"),
         404: (NotFound, "does not know the model or endpoint"),
-        429: (Overloaded, "is rate-limiting or out of quota"),
     }
     if status in kinds:
         kind, summary = kinds[status]
@@ -52,6 +62,29 @@ def remote_error(exc: openai.OpenAIError, secret: str, what: str = "API") -> Cho
     if status in (400, 413, 415, 422):
         return InvalidArgument(f"the {what} rejected the request ({status}): {detail}")
     return Unavailable(f"the {what} failed ({status}): {detail}")
+
+
+def _retry_after(exc: openai.APIStatusError) -> float:
+    """When the remote says to try again: its ``retry-after-ms`` or ``retry-after`` header
+    (seconds, or an HTTP date), bounded to ``_MAX_RETRY_AFTER``; 1 s when it says nothing."""
+    headers = exc.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            seconds = float(headers["retry-after-ms"]) / 1000
+        elif "retry-after" in headers:
+            value = headers["retry-after"]
+            try:
+                seconds = float(value)
+            except ValueError:
+                when = parsedate_to_datetime(value)
+                seconds = (when - datetime.now(when.tzinfo or UTC)).total_seconds()
+        else:
+            return 1.0
+    except (TypeError, ValueError, IndexError):
+        return 1.0
+    if not math.isfinite(seconds):
+        return 1.0
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
 
 
 def _remote_message(exc: openai.APIStatusError) -> str:

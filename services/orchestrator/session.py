@@ -1169,12 +1169,21 @@ class LiveSession:
             response.status = pb.RESPONSE_STATUS_FAILED
             error = failed.error
             response.error = pb.TurnError(
-                stage=failed.stage, code=error.code.name, message=error.message, fatal=True
+                stage=failed.stage,
+                code=error.code.name,
+                message=error.message,
+                fatal=True,
+                retry_after_seconds=error.retry_after or 0.0,
             )
             turn.context.report(failed.stage, error, fatal=True)
         except ChorusError as error:
             response.status = pb.RESPONSE_STATUS_FAILED
-            response.error = pb.TurnError(code=error.code.name, message=error.message, fatal=True)
+            response.error = pb.TurnError(
+                code=error.code.name,
+                message=error.message,
+                fatal=True,
+                retry_after_seconds=error.retry_after or 0.0,
+            )
         finally:
             speaker.cancel()
         self._finish(response)

@@ -159,6 +159,10 @@ class TurnContext:
             log.warning("%s failed, the turn goes on: %s", pb.Stage.Name(stage), error.message)
         self.event(
             error=pb.TurnError(
-                stage=stage, code=error.code.name, message=error.message, fatal=fatal
+                stage=stage,
+                code=error.code.name,
+                message=error.message,
+                fatal=fatal,
+                retry_after_seconds=error.retry_after or 0.0,
             )
         )

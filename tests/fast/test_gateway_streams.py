@@ -10,6 +10,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from chorus.v1 import common_pb2, llm_pb2
 from chorus.v1 import orchestrator_pb2 as pb
 from flask.testing import FlaskClient
@@ -203,15 +204,33 @@ def test_a_stream_broken_mid_turn_ends_with_one_fatal_error_then_done() -> None:
     assert error["message"] == "the orchestrator service is unavailable (reset)"
 
 
-def test_a_fatal_event_is_not_repeated_by_the_calls_failure() -> None:
+@pytest.mark.parametrize(
+    ("failure", "retry_after", "status"),
+    [
+        (Overloaded("text-generation: busy", retry_after=2.5), 2.5, 429),
+        (ResourceExhausted("text-generation: the prompt is too long"), 0.0, 400),
+    ],
+    ids=["busy", "limit"],
+)
+def test_a_fatal_event_is_not_repeated_by_the_calls_failure(
+    failure: ResourceExhausted, retry_after: float, status: int
+) -> None:
     """The orchestrator reports a fatal failure as an event and then fails the call with the
-    same status: the browser gets one error, with the HTTP status of its code."""
-    message = "text-generation: busy"
+    same status: the browser gets one error, with the HTTP status of its code. A lack of
+    capacity says when to retry (429); a limit on the request says never (400)."""
     converse = Streaming(
         [
             event(transcript_final=pb.TranscriptFinal(text="hi")),
-            turn_error(pb.STAGE_REPLY, "RESOURCE_EXHAUSTED", message, fatal=True),
-            FakeRpcError(ResourceExhausted(message)),
+            event(
+                error=pb.TurnError(
+                    stage=pb.STAGE_REPLY,
+                    code="RESOURCE_EXHAUSTED",
+                    message=failure.message,
+                    fatal=True,
+                    retry_after_seconds=retry_after,
+                )
+            ),
+            FakeRpcError(failure),
         ]
     )
     got = frames(
@@ -219,7 +238,29 @@ def test_a_fatal_event_is_not_repeated_by_the_calls_failure() -> None:
     )
     assert [name for name, _ in got] == ["transcript_final", "error", "done"]
     error = got[1][1]
-    assert (error["stage"], error["http_status"], error["fatal"]) == ("STAGE_REPLY", 429, True)
+    assert (error["stage"], error["http_status"], error["fatal"]) == ("STAGE_REPLY", status, True)
+    assert error["retry_after_seconds"] == retry_after
+
+
+def test_a_first_event_that_is_a_limit_answers_400_and_busy_429_with_retry_after() -> None:
+    """A fatal first event becomes the HTTP answer itself: a limit is never worth a retry."""
+    for retry_after, status in ((0.0, 400), (3.2, 429)):
+        converse = Streaming(
+            [
+                event(
+                    error=pb.TurnError(
+                        stage=pb.STAGE_TRANSCRIPTION,
+                        code="RESOURCE_EXHAUSTED",
+                        message="speech-to-text: no room",
+                        fatal=True,
+                        retry_after_seconds=retry_after,
+                    )
+                )
+            ]
+        )
+        response = client_for(converse).post("/api/turns", json={"text": "hi"})
+        assert response.status_code == status
+        assert response.headers.get("Retry-After") == ("4" if status == 429 else None)
 
 
 def test_heartbeats_while_waiting_and_leaving_cancels_the_turn() -> None:

@@ -9,12 +9,19 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import pytest
 from chorus.v1 import orchestrator_pb2 as pb
 from chorus.v1 import orchestrator_pb2_grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import (
+    NotFound,
+    Overloaded,
+    ResourceExhausted,
+    Unavailable,
+    retry_after_of,
+)
 from services.common.server import ChorusServer, ServiceDefinition
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
@@ -99,6 +106,36 @@ async def test_a_fatal_stage_ends_the_stream_with_its_status_and_field() -> None
     last = events[-1]
     assert last.WhichOneof("event") == "error" and last.error.fatal
     assert last.error.stage == pb.STAGE_SPEECH
+
+
+async def test_a_busy_stage_says_when_to_retry_and_a_limit_says_never() -> None:
+    """The stage's RetryInfo reaches the TurnError event and the call's status, so the gateway
+    can answer 429 with Retry-After for a lack of capacity and 400 for a limit."""
+    for failure, expected in (
+        (Overloaded("queue full", retry_after=4.0), 4.0),
+        (ResourceExhausted("the prompt is too long"), 0.0),
+    ):
+        events: list[pb.TurnEvent] = []
+        async with Served(stage_fakes(generate=AioStreaming([aio_error(failure)]))) as stub:
+            call = stub.Converse(
+                converse(
+                    pb.ConverseRequest(config=TEXT_TURN),
+                    pb.ConverseRequest(text="hello"),
+                    pb.ConverseRequest(end_of_input=pb.EndOfInput()),
+                )
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async for event in call:
+                    events.append(event)
+        error = events[-1].error
+        assert (error.stage, error.code, error.fatal) == (
+            pb.STAGE_REPLY,
+            "RESOURCE_EXHAUSTED",
+            True,
+        )
+        assert error.retry_after_seconds == expected
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert retry_after_of(raised.value) == (expected or None)
 
 
 async def test_a_request_without_its_config_first_is_refused_naming_config() -> None:
