@@ -10,6 +10,7 @@ callers and the services they call, as in the containers. Tests start services w
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import os
@@ -17,11 +18,11 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from devtools.envoy import EnvoyProcess, running_envoy
-from devtools.processes import ROOT, ServiceProcess
+from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME, DEPENDED_ON, ENVOY, SERVICES, Service
 
 
@@ -106,19 +107,37 @@ def _describe(proc: ServiceProcess) -> str:
     )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Start the suite (with CHORUS_ENVOY=1, Envoy between callers and the services they call);
     stop everything on Ctrl-C or SIGTERM."""
-    run_dir = ROOT / ".run"
-    run_dir.mkdir(exist_ok=True)
+    parser = argparse.ArgumentParser(prog="python -m devtools.launcher", description=__doc__)
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".run", help="logs and configs")
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="any free loopback ports instead of the catalog's (tests; a second suite)",
+    )
+    args = parser.parse_args(argv)
+    run_dir: Path = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
     use_envoy = os.environ.get("CHORUS_ENVOY", "") not in ("", "0")
+
+    def pick(default: int) -> int:
+        return free_port() if args.free_ports else default
+
     processes = {
-        s.name: ServiceProcess(s, s.port, s.metrics_port or 0, log_path=run_dir / f"{s.name}.log")
+        s.name: ServiceProcess(
+            s,
+            pick(s.port),
+            pick(s.metrics_port) if s.metrics_port else 0,
+            log_path=run_dir / f"{s.name}.log",
+        )
         for s in SERVICES
     }
     ports = {p.spec.name: p.port for p in processes.values()}
-    if use_envoy:
-        ports |= {ENVOY.name: ENVOY.local_port, f"{ENVOY.name} admin": ENVOY.admin_port}
+    envoy_ports = (pick(ENVOY.local_port), pick(ENVOY.admin_port)) if use_envoy else None
+    if envoy_ports:
+        ports |= {ENVOY.name: envoy_ports[0], f"{ENVOY.name} admin": envoy_ports[1]}
     busy = {name: port for name, port in ports.items() if _port_in_use(port)}
     for name, port in busy.items():
         print(f"port {port} for {name} is already in use", file=sys.stderr)
@@ -132,7 +151,6 @@ def main() -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    envoy_ports = (ENVOY.local_port, ENVOY.admin_port) if use_envoy else None
     with contextlib.ExitStack() as stack:
         try:
             print("starting Chorus (the first start joins and loads model weights) ...", flush=True)
@@ -141,9 +159,20 @@ def main() -> int:
             gateway = processes["gateway"]
             print(f"\nChorus is SERVING: open http://{gateway.address}/api/interface/", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
+            # Ctrl-C reaches every process of the terminal's group at once: the services stop
+            # on their own and the launcher waits for them. From here on a flag, not
+            # KeyboardInterrupt (which still interrupts a start), so that a service exiting on
+            # the same Ctrl-C is never taken for a crash (exit 1: "make: *** Error 1").
+            signal.signal(signal.SIGINT, stop)
             while not stopping:
                 if any(p.process and p.process.poll() is not None for p in processes.values()):
-                    print("a service exited; stopping the rest (see .run/*.log)", file=sys.stderr)
+                    time.sleep(0.5)  # a signal to the whole group may still be on its way here
+                    if stopping:
+                        break
+                    print(
+                        f"a service exited; stopping the rest (see {run_dir}/*.log)",
+                        file=sys.stderr,
+                    )
                     return 1
                 time.sleep(0.5)
         except KeyboardInterrupt:

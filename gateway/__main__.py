@@ -4,11 +4,15 @@ gthread suits this gateway: each request is a thread blocked on a gRPC call (no 
 an open SSE stream holds only its thread; workers are forked before any gRPC channel exists
 (channels open lazily in each worker). SIGTERM drains open requests for ``graceful_timeout``;
 open /v1/realtime sockets would hold their threads for all of it, so the worker first ends them
-with a close frame (1001, going away), then drains as before.
+with a close frame (1001, going away), then drains as before. SIGINT (Ctrl-C) and SIGQUIT end a
+worker at once (``_quit_now``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -46,7 +50,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "control_socket_disable": True,  # no shared ~/.gunicorn socket between instances
             "post_fork": _post_fork,
             "post_worker_init": _post_worker_init,
-            "worker_int": _worker_int,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -62,6 +65,7 @@ def _post_fork(server: Any, worker: Any) -> None:
 
 def _post_worker_init(worker: Any) -> None:
     """Wrap the worker's SIGTERM handler (installed by now): realtime sessions are closed first.
+    And replace its SIGINT / SIGQUIT handler: see ``_quit_now``.
 
     Closing only cancels each session's call and marks it; the session's own thread sends the
     close frame and returns, so the handler does no I/O and the drain that follows is short.
@@ -75,11 +79,37 @@ def _post_worker_init(worker: Any) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.siginterrupt(signal.SIGTERM, False)  # as the worker set it: calls are not interrupted
+    quitting: list[int] = []
+
+    def quit_now(signum: int, frame: FrameType | None) -> None:
+        if quitting:  # Ctrl-C's SIGINT, then the master's SIGQUIT: the first one does it all
+            return
+        quitting.append(signum)
+        _quit_now(worker)
+
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, quit_now)
 
 
-def _worker_int(worker: Any) -> None:
-    """SIGINT / SIGQUIT end the worker at once: its sessions get a second to say goodbye."""
+def _quit_now(worker: Any) -> None:
+    """SIGINT / SIGQUIT: end the worker at once; its realtime sessions get a second to say
+    goodbye (close frame 1001), then the process exits, whatever its threads are doing.
+
+    gunicorn's own handler raises SystemExit in the main thread, and the interpreter then joins
+    the thread pool's threads: one streaming an SSE turn or a realtime session waits on its gRPC
+    call, so the worker hung until the master killed it after ``graceful_timeout`` (30 s; seen
+    on Ctrl-C in ``make run`` after a browser had used the page). A terminal's Ctrl-C also sends
+    SIGINT to every process at once, and the master's SIGQUIT follows: with gunicorn's handler
+    the second signal ran inside the first one's cleanup, in the middle of a gRPC cancel. Here
+    the first signal does everything, and the exit does not wait for any thread.
+    """
+    worker.alive = False
     SESSIONS.close_all(1001, "the gateway is shutting down", wait=1.0)
+    logging.shutdown()  # flush the log handlers: os._exit skips the interpreter's cleanup
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def main() -> int:

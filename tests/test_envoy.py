@@ -17,7 +17,7 @@ import time
 import wave
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
@@ -37,7 +37,7 @@ from deploy.envoy.render import (
 from devtools.launcher import running_suite
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER, SERVICES
-from tests.support.envoy import EnvoyProcess, running_envoy
+from tests.support.envoy import EnvoyProcess, replicas, running_envoy
 from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak
 
@@ -183,42 +183,11 @@ def test_render_rejects_unknown_or_empty_kinds() -> None:
 # --- live Envoy ----------------------------------------------------------------------------------
 
 
-@contextmanager
-def _replicas(
-    name: str, env: dict[str, str], count: int, logs: Path
-) -> Iterator[list[ServiceProcess]]:
-    """``count`` replicas started together (loading in parallel), all SERVING; stopped after."""
-    procs = [
-        ServiceProcess(
-            BY_NAME[name],
-            free_port(),
-            free_port(),
-            env=env,
-            log_path=logs / f"{name}-envoy-{i}.log",
-        )
-        for i in range(count)
-    ]
-    try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.wait_ready()
-        yield procs
-    except BaseException:
-        for p in procs:
-            if p.log_path and p.log_path.exists():
-                print(p.log_path.read_text(errors="replace")[-3000:])
-        raise
-    finally:
-        for p in procs:
-            p.stop(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def suite(logs: Path) -> Iterator[tuple[list[ServiceProcess], ServiceProcess, EnvoyProcess]]:
     with ExitStack() as stack:
-        stt = stack.enter_context(_replicas("stt", STT_ENV, 2, logs))
-        (tts,) = stack.enter_context(_replicas("tts", TTS_ENV, 1, logs))
+        procs = stack.enter_context(replicas({"stt": (STT_ENV, 2), "tts": (TTS_ENV, 1)}, logs))
+        stt, (tts,) = procs["stt"], procs["tts"]
         envoy = stack.enter_context(running_envoy({"stt": stt, "tts": [tts]}, logs))
         envoy.wait_hosts("stt", healthy=[p.port for p in stt])
         envoy.wait_hosts("tts", healthy=[tts.port])
