@@ -8,13 +8,14 @@ export PYTHONPATH := $(CURDIR)/gen:$(CURDIR)
 PROTOS := $(wildcard protos/chorus/v1/*.proto)
 GEN_STAMP := gen/.stamp
 
-.PHONY: env system-deps protos run test test-fast bench lint lock clean help envoy-validate
+.PHONY: env system-deps protos run test test-fast bench soak lint lock clean help envoy-validate
 
 help:
 	@echo "make run    start the whole suite on 127.0.0.1 and print its addresses"
 	@echo "make test   run the test suite"
 	@echo "make test-fast  the in-process tests only (no model, no server process): seconds"
 	@echo "make bench  run the benchmarks (bench/)"
+	@echo "make soak   load and soak with faults (SOAK_USERS=6 SOAK_MINUTES=10 SOAK_FAULTS=1 SOAK_OUT=dir)"
 	@echo "make lint   ruff (rules and formatting) and mypy (strict; configured in pyproject.toml)"
 	@echo "make lock   re-resolve pyproject.toml into requirements/lock.txt (uv, with hashes)"
 	@echo "make envoy-validate  render deploy/envoy for local and container use; envoy --mode validate both"
@@ -57,6 +58,17 @@ bench: env system-deps protos
 	$(PY) bench/scale.py
 	$(PY) bench/realtime.py
 	$(PY) bench/storage.py
+
+# Load and soak (bench/soak.py), outside `make test`: simulated users on the whole suite for
+# SOAK_MINUTES, faults after warm-up (SOAK_FAULTS=0: none); report in SOAK_OUT (default
+# .run/soak/<UTC time>/report.md). Exit status 1 on a lost request, a crash or a broken bound.
+SOAK_USERS ?= 6
+SOAK_MINUTES ?= 10
+SOAK_FAULTS ?= 1
+SOAK_OUT ?=
+soak: env system-deps protos
+	SOAK_USERS=$(SOAK_USERS) SOAK_MINUTES=$(SOAK_MINUTES) SOAK_FAULTS=$(SOAK_FAULTS) \
+		SOAK_OUT=$(SOAK_OUT) $(PY) bench/soak.py
 
 # mypy reads gen/ (the messages' .pyi stubs), hence protos; .ci/run lints before it tests.
 LINT_PATHS := services gateway deploy devtools tests bench scripts

@@ -48,7 +48,8 @@ class Record:
     without its end."""
     detail: str = ""
     first_event: float | None = None
-    """Seconds to the first event of a stream (an SSE turn, a live session's first audio)."""
+    """Seconds to the first audio: a turn's first ``audio_chunk`` event, a live session's first
+    audio delta after the end of its spoken question."""
 
 
 @dataclass
@@ -285,7 +286,11 @@ def render(summary: dict[str, Any]) -> str:
         "",
         "## Latency per kind (seconds, requests that ended as intended)",
         "",
-        "| kind | requests | ok | errors | lost | p50 | p95 | p99 | first event p50 |",
+        "To the end: a turn's `done` event, a whole answer; a live session from the end of its",
+        "spoken question to `response.done`. First audio: a turn's first `audio_chunk`, a live",
+        "session's first audio delta.",
+        "",
+        "| kind | requests | ok | errors | lost | p50 | p95 | p99 | first audio p50 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, v in lat.items():
