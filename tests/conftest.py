@@ -37,6 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
     the in-process engines (the loopback OpenAI server, the encoder-reuse tests) then compute
     exactly as the services they are compared with, on any CPU."""
     pin_cpu_kernels(DEFAULT_CPU_ISA)
+    config.addinivalue_line(
+        "markers", "after_everything: run after every other test (tests/test_secrets_in_logs.py)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_everything`` run last, whatever their file's name, so they see what
+    the whole session left behind (the services' logs)."""
+    items.sort(key=lambda item: item.get_closest_marker("after_everything") is not None)
 
 
 @pytest.fixture(scope="session")

@@ -86,6 +86,9 @@ def compose(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             )
         yield suite
     finally:
+        # Every container's log, kept where tests/test_secrets_in_logs.py looks after the session.
+        saved = suite("logs", "--no-color", timeout=120, check=False).stdout
+        (tmp / "compose-services.log").write_text(saved)
         suite("down", "-v", "--remove-orphans", "--timeout", "30", timeout=300, check=False)
 
 

@@ -20,6 +20,7 @@ from services.common.conversations import (
 )
 from tests.support.conversation_contract import ConversationRepositoryContract
 from tests.support.postgres import PostgresCluster, find_bin, postgres_cluster
+from tests.support.secrets import register
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_the_password_is_never_logged(
     cluster: PostgresCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The cluster trusts loopback, so any password connects: the URL holds one, the logs not."""
-    password = "s3cret-5d0c2a7e91f3"
+    password = register("the PostgreSQL password", "s3cret-5d0c2a7e91f3")
     url = cluster.url(cluster.create_database(), password=password)
     caplog.set_level(logging.DEBUG)
     settings = ConversationSettings(url=url)

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from devtools.processes import free_port
+from tests.support.secrets import keep_log
 
 __all__ = ["PostgresCluster", "find_bin", "postgres_cluster"]
 
@@ -127,4 +128,5 @@ def postgres_cluster(bin_dir: Path) -> Iterator[PostgresCluster]:
                 process.kill()
                 process.wait()
         shutil.rmtree(root, ignore_errors=True)
+        keep_log(str(log), log)  # deleted below; tests/test_secrets_in_logs.py reads it later
         shutil.rmtree(log.parent, ignore_errors=True)
