@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ GRACE = 10.0
 SPACING = 2 * GRACE
 """Least time between one fault's recovery and the next fault, so their windows stay apart."""
 IDEMPOTENT = ("transcription", "speech")
+FULL_DISK_SECONDS = 20.0
 DELAY_CLUSTER = "llm"
 DELAY_SECONDS = 30
 
@@ -66,11 +68,15 @@ def kill_replica(suite: SoakSuite, load: Load, kind: str) -> Injected:
 
     def busy() -> bool:
         try:
-            return metric_value(scrape(victim), "chorus_grpc_in_flight") > 0
+            text = scrape(victim)
         except OSError:
             return False
+        return any(
+            metric_value(text, "chorus_grpc_in_flight", method=m) > 0 for m in _methods(text)
+        )
 
     was_busy = _wait(busy, 30, 0.05)
+    retries = suite.envoy.stat(f"cluster.{kind}.upstream_rq_retry")
     start = load.clock()
     suite.expected_down.add(name)
     assert victim.process is not None
@@ -83,14 +89,22 @@ def kill_replica(suite: SoakSuite, load: Load, kind: str) -> Injected:
     suite.expected_down.discard(name)
     suite.envoy.wait_hosts(kind, healthy=[victim.port, other.port], timeout=60)
     end = load.clock()
+    retried = suite.envoy.stat(f"cluster.{kind}.upstream_rq_retry") - retries
     return Injected(
         f"kill -9 {name}",
         start,
         end,
-        f"killed {'mid-call' if was_busy else 'idle'}; back and routed to",
+        f"killed {'mid-call' if was_busy else 'idle'}; Envoy retried {retried} calls; "
+        "back and routed to",
         True,
         IDEMPOTENT,
     )
+
+
+def _methods(metrics: str) -> set[str]:
+    """The model methods a service's metrics name (health checks left out)."""
+    found = re.findall(r'chorus_grpc_in_flight\{method="([^"]+)"\}', metrics)
+    return {m for m in found if not m.startswith("/grpc.health")}
 
 
 def slow_downstream(suite: SoakSuite, load: Load) -> Injected:
@@ -156,6 +170,8 @@ def full_disk(suite: SoakSuite, load: Load) -> Injected:
                 raise
     try:
         text, errors, status = _stored_turn(suite.url)
+        # Held a while, so the users' own stored turns meet the full disk too.
+        time.sleep(max(0.0, start + FULL_DISK_SECONDS - load.clock()))
     finally:
         filler.unlink()
     end = load.clock()
