@@ -17,9 +17,9 @@ from pathlib import Path
 
 from flask import Flask, Response, g, jsonify, redirect, request, send_from_directory
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from gateway import health, openai, turns
+from gateway import capacity, headers, health, metrics, openai, ratelimit, turns
 from gateway.auth import is_public, presented_key, unauthorized
 from gateway.channels import Channels
 from gateway.context import install, state_of
@@ -33,7 +33,7 @@ __all__ = ["BLUEPRINTS", "FRONTEND_DIR", "create_app"]
 log = logging.getLogger(__name__)
 
 FRONTEND_DIR = Path(__file__).resolve().parent.parent / "frontend"
-BLUEPRINTS = (health.blueprint, turns.blueprint, openai.blueprint)
+BLUEPRINTS = (health.blueprint, metrics.blueprint, turns.blueprint, openai.blueprint)
 """Every group of routes; a new one is registered here (and documented with ``documented``)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -48,6 +48,8 @@ def create_app(settings: GatewaySettings | None = None, channels: Channels | Non
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
     )
     install(app, settings, channels or Channels(settings))
+    capacity.install(app, settings, metrics.install(app))
+    ratelimit.install(app, settings)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     _register_hooks(app, settings)
@@ -56,26 +58,82 @@ def create_app(settings: GatewaySettings | None = None, channels: Channels | Non
     return app
 
 
+def _sizes(settings: GatewaySettings) -> None:
+    """The limits on a request's size, checked before a handler reads anything: a body that
+    says it is over the limit (413, on every route, read or not; a chunked one is read here, up
+    to the limit and one byte, so no handler sees a body cut short), a path and query over the
+    request line's limit (414), too many or too long headers (431). gunicorn enforces the last
+    two before the app under the same settings; these answer in the API's error shape wherever
+    the app runs."""
+    if request.content_length is not None and request.content_length > settings.max_upload_bytes:
+        raise RequestEntityTooLarge()
+    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", ""):
+        # werkzeug stops a body without a length at the limit and hands over what it read, so
+        # it is read here, one byte past the limit, to tell a body that is larger.
+        request.max_content_length = settings.max_upload_bytes + 1
+        if len(request.get_data(cache=True)) > settings.max_upload_bytes:
+            raise RequestEntityTooLarge()
+    uri = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.full_path
+    if len(uri) > settings.max_request_line_bytes:
+        raise ApiError(
+            414,
+            f"the path and query are longer than {settings.max_request_line_bytes} bytes",
+            "uri_too_long",
+        )
+    if len(request.headers) > settings.max_header_count or any(
+        len(name) + len(value) > settings.max_header_bytes for name, value in request.headers
+    ):
+        raise ApiError(
+            431,
+            f"more than {settings.max_header_count} headers, or one longer than "
+            f"{settings.max_header_bytes} bytes",
+            "headers_too_large",
+        )
+
+
 def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
+    measured = metrics.metrics_of(app)
+
     @app.before_request
-    def _start() -> None:
+    def _start() -> ResponseReturnValue | None:
+        measured.in_flight.inc()
+        g.in_flight = True
         incoming = request.headers.get("X-Request-Id", "")
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request_id.set(rid)
         g.request_id = rid
         g.started = time.perf_counter()
+        _sizes(settings)
+        answer = headers.preflight(request, settings)
+        if answer is not None:
+            return answer
         if request.method == "OPTIONS" or is_public(request.path):
-            return
+            return None
         principal = state_of().keys.authenticate(presented_key(request.headers))
         if principal is None:
             raise unauthorized()
         g.principal = principal  # whose conversations and artifacts this request reaches
+        if not state_of().keys.open:  # an open gateway has no keys, so no per-key bucket
+            ratelimit.check_rate(principal)
+        return None
+
+    @app.teardown_request
+    def _end(_: BaseException | None) -> None:
+        capacity.release_stream()
+        if g.pop("in_flight", False):
+            measured.in_flight.dec()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id", "-")
+        capacity.release_with(response)
+        headers.secure(response)
+        headers.cors(request, response, settings)
+        route, method = metrics.route_of()
+        measured.requests.labels(route, method, str(response.status_code)).inc()
         started = g.get("started")
         if started is not None:
+            measured.latency.labels(route).observe(time.perf_counter() - started)
             principal = g.get("principal")
             log.info(
                 "%s %s -> %d (%.1f ms%s%s)",

@@ -31,8 +31,9 @@ subprotocol, ``openai-insecure-api-key.<key>``, beside ``realtime``."""
 
 HeaderMap = Headers | Mapping[str, str]
 
-PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/api/interface")
-"""Path prefixes served without a key: probes, this API's document, the browser's page."""
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/api/interface")
+"""Path prefixes served without a key (and without a rate limit): probes, the metrics (which
+hold no key, tenant or raw path), this API's document, the browser's page."""
 
 
 def is_public(path: str) -> bool:

@@ -8,6 +8,8 @@ A gateway has no key (every caller is the ``default`` tenant), one static key
     name = "alice-laptop"        # logged with each request: who called, never the key
     tenant = "acme"              # whose conversations and artifacts the caller reaches
     key_sha256 = "9f86d08..."    # hex SHA-256 of the key (or ``key = "..."``, in clear)
+    rate_limit_rps = 50          # optional: this key's own rate limit (0: none), and
+    rate_limit_burst = 100       # its bucket (defaults: CHORUS_GATEWAY_RATE_LIMIT_*)
 
 It is read again when it changes (checked at most every ``api_keys_reload_seconds``), so keys
 are added and revoked without a restart. A file that cannot be read or does not validate keeps
@@ -43,10 +45,13 @@ MAX_KEYS = 10_000
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request comes from: the key's name and its tenant."""
+    """Who a request comes from: the key's name and its tenant, and its own rate limit where
+    the keys file gives one (None: the gateway's)."""
 
     name: str
     tenant: str
+    rate_limit_rps: float | None = None
+    rate_limit_burst: int | None = None
 
 
 ANONYMOUS = Principal("anonymous", "default")
@@ -62,6 +67,9 @@ class KeyEntry(BaseModel):
     tenant: str = Field(pattern=NAME)
     key: SecretStr | None = Field(default=None, min_length=16, max_length=512)
     key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    rate_limit_rps: float | None = Field(default=None, ge=0, le=1_000_000)
+    """This key's requests per second (``gateway/ratelimit.py``); 0 is no limit."""
+    rate_limit_burst: int | None = Field(default=None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _one_key(self) -> KeyEntry:
@@ -114,7 +122,10 @@ def read_keys(path: Path) -> dict[str, Principal]:
             for e in error.errors(include_input=False, include_url=False)
         )
         raise ValueError(f"{path} is not a valid keys file: {problems}") from None
-    return {k.sha256(): Principal(k.name, k.tenant) for k in parsed.keys}
+    return {
+        k.sha256(): Principal(k.name, k.tenant, k.rate_limit_rps, k.rate_limit_burst)
+        for k in parsed.keys
+    }
 
 
 class KeyRing:

@@ -46,12 +46,18 @@ OBJECT: dict[str, Any] = {"type": "object"}
 _ERROR_WORDS: dict[int, str] = {
     400: "Invalid input or over a limit on size, length or duration; error.param names the field",
     401: "Missing or wrong API key (when the gateway has one)",
-    403: "The service refused the request",
+    403: "Refused: by the service, or a WebSocket from a page of another origin",
     404: "Not found: an unknown model (code model_not_found), voice or file",
     409: "Conflict or aborted in the service",
     413: "The body is larger than the upload limit",
+    414: "The path and query are longer than the request line's limit",
     415: "The body is not of the route's Content-Type",
-    429: "The service is busy: retry after the Retry-After header's seconds",
+    429: (
+        "Too many requests: the API key's rate limit (code rate_limit_exceeded), a full gateway "
+        "process (too_many_streams, too_many_sessions) or a busy service (resource_exhausted); "
+        "retry after the Retry-After header's seconds"
+    ),
+    431: "Too many headers, or one too long",
     500: "Internal error",
     501: "Not implemented by the backend",
     502: "The service returned no output",
@@ -189,17 +195,18 @@ def documented(
         events: the data of each Server-Sent Event, when it answers with a stream of them
             (and 502 when the stream ends before its first event).
         other: more statuses and their answers (a 503 that is not an error, say).
-        errors: what it can answer with an ``ErrorResponse``, besides 400 (any route), 401
-            (unless ``public``), 413 and 415 (when it takes a body); by default every status a
-            failed gRPC call becomes, since most routes make one.
+        errors: what it can answer with an ``ErrorResponse``, besides 400, 413, 414 and 431
+            (any route: a bad request, or one over a size limit), 401 and 429 (unless
+            ``public``: the key, and its rate limit), 415 (when it takes a body); by default
+            every status a failed gRPC call becomes, since most routes make one.
         json, form, query: the models of its JSON body, multipart body or query string.
         public: it needs no API key (``gateway.auth.PUBLIC_PATHS``).
     """
-    codes = {400, *errors}
+    codes = {400, 413, 414, 431, *errors}
     if not public:
-        codes.add(401)
+        codes.update((401, 429))
     if json is not None or form is not None:
-        codes.update((413, 415))
+        codes.add(415)
     if events is not None:
         media = {**(media or {}), "text/event-stream": events}
         codes.add(502)

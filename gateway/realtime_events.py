@@ -394,6 +394,7 @@ class RealtimeTranslator:
         model_id: Callable[[str], str] = lambda name: name,
         voice_id: Callable[[str], str] = lambda name: name,
         max_append_bytes: int = 1024 * 1024,
+        model_check: Callable[[str], str | None] = lambda name: None,
     ) -> None:
         """
         Args:
@@ -403,12 +404,14 @@ class RealtimeTranslator:
             model_id, voice_id: an OpenAI model or voice name -> Chorus's id ("" the default).
             max_append_bytes: most audio (decoded) one ``input_audio_buffer.append`` may carry
                 (an ``input_audio`` item is bounded by the message size and the orchestrator).
+            model_check: why ``session.update``'s ``model`` is refused, or None.
         """
         self.dialect = dialect
         self._model = model
         self._model_id = model_id
         self._voice_id = voice_id
         self._max_append = max_append_bytes
+        self._model_check = model_check
         self._lock = threading.RLock()
         kind = pb.SESSION_TYPE_TRANSCRIPTION if transcription else pb.SESSION_TYPE_CONVERSATION
         self._sent = _Setup(
@@ -495,6 +498,9 @@ class RealtimeTranslator:
                 "session.tools",
                 "unsupported_parameter",
             )
+        refused = None if session.model is None else self._model_check(session.model)
+        if refused is not None:
+            raise EventError(refused, "session.model", "model_not_found")
         config = pb.SessionConfig()
         config.CopyFrom(base.config)
         setup = replace(base, config=config)

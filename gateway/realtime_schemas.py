@@ -125,6 +125,7 @@ class Session(_Part):
     """``session`` of ``session.update``: the members it names change, the others stay."""
 
     type: Literal["realtime", "transcription"] | None = None
+    model: str | None = Field(default=None, max_length=200)
     instructions: str | None = None
     output_modalities: list[Literal["text", "audio"]] | None = Field(default=None, min_length=1)
     audio: SessionAudio | None = None

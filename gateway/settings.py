@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,9 +23,19 @@ ALIAS_KINDS: dict[str, str] = {
     **dict.fromkeys(
         ("gpt-3.5-turbo", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"), "llm"
     ),
+    **dict.fromkeys(
+        (
+            "gpt-realtime",
+            "gpt-realtime-mini",
+            "gpt-4o-realtime-preview",
+            "gpt-4o-mini-realtime-preview",
+        ),
+        "realtime",
+    ),
 }
-"""The service each default alias stands for: ``/v1/models`` lists it under that service, and
-``/v1/audio/speech`` (whose service has voices, not models) accepts only TTS aliases."""
+"""The service each default alias stands for: ``/v1/models`` lists it under that service,
+``/v1/audio/speech`` (whose service has voices, not models) accepts only TTS aliases, and
+``/v1/realtime`` only realtime ones (with their dated variants, ``gpt-realtime-2025-08-28``)."""
 DEFAULT_MODEL_ALIASES: dict[str, str] = dict.fromkeys(ALIAS_KINDS, "")
 DEFAULT_VOICE_ALIASES: dict[str, str] = {
     name: ""
@@ -44,6 +55,9 @@ DEFAULT_VOICE_ALIASES: dict[str, str] = {
         "cedar",
     )
 }
+
+Origin = Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", max_length=300)]
+"""A browser origin as the ``Origin`` header sends it: scheme, host and port, no path."""
 
 
 class GatewaySettings(BaseSettings):
@@ -80,7 +94,16 @@ class GatewaySettings(BaseSettings):
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
-    """Largest request body (audio upload or JSON); larger ones get 413 before being read."""
+    """Largest request body (audio upload or JSON) on every route; larger ones get 413: at once
+    when ``Content-Length`` says so, and a chunked body as soon as it passes the limit."""
+    max_request_line_bytes: int = Field(default=4094, ge=256, le=8190)
+    """Longest request line (method, path, query string), gunicorn's ``limit_request_line``;
+    the app answers a longer path and query 414 itself (gunicorn allows at most 8190)."""
+    max_header_bytes: int = Field(default=8190, ge=1024, le=65_536)
+    """Longest header (name and value), gunicorn's ``limit_request_field_size``; the app
+    answers a longer one 431 itself."""
+    max_header_count: int = Field(default=100, ge=16, le=32_768)
+    """Most headers in a request, gunicorn's ``limit_request_fields``; more are 431."""
     max_text_chars: int = Field(default=4000, ge=1, le=1_000_000)
     """Longest speech input text, image prompt or chat message of the OpenAI-compatible API.
     A turn's text and history follow ``turn_limits`` instead."""
@@ -98,6 +121,16 @@ class GatewaySettings(BaseSettings):
     and a vanished client is noticed (and its turn cancelled) promptly. /v1/realtime sockets are
     pinged as often, and closed when a ping goes unanswered for as long."""
 
+    max_streams: int = Field(default=12, ge=0, le=10_000)
+    """Open streamed responses per worker process (the Server-Sent Events of /api/turns and of
+    streamed chat completions, streamed speech); more are refused with 429
+    ``too_many_streams`` before any work starts. Each holds one of the worker's ``threads`` for
+    its whole life, so streams and realtime sockets together never take the last thread
+    (``stream_limit``): it stays for plain requests, the probes among them. 0 refuses every
+    stream."""
+    busy_retry_after: int = Field(default=2, ge=1, le=3600)
+    """``Retry-After`` seconds of a 429 for a full worker (too many streams or sockets): a
+    guess, since the stream that frees a place may last a while."""
     realtime_max_sessions: int = Field(default=8, ge=0, le=10_000)
     """Open /v1/realtime sockets per worker process; more are refused with 429 before the
     upgrade. Each socket holds one of the worker's ``threads`` for its whole life, so at most
@@ -120,6 +153,26 @@ class GatewaySettings(BaseSettings):
     realtime_session_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
     """Deadline of one socket's ``Session`` call (the orchestrator's own limit may be shorter)."""
 
+    rate_limit_rps: float = Field(default=20.0, ge=0, le=1_000_000)
+    """Requests per second each API key may make, on average: a token bucket per key name, in
+    each worker process. The scope is one process: with ``workers`` processes a key can reach
+    up to ``workers`` times this in all (nothing is divided behind your back); the global limit
+    is Envoy's local rate limit in front of the gateways. An open gateway (no key) has no
+    per-key bucket. Probes, /metrics and the browser's page are exempt. Over it: 429
+    ``rate_limit_exceeded`` with ``Retry-After`` (seconds until a token is back, rounded up).
+    0 turns it off; a key of the keys file may set its own (``rate_limit_rps``)."""
+    rate_limit_burst: int = Field(default=40, ge=1, le=1_000_000)
+    """The bucket's size: how many requests a key may make at once after being idle."""
+
+    cors_origins: list[Origin] = Field(default_factory=list, max_length=100)
+    """Browser origins (``https://app.example.com``) whose pages may call the API; empty (the
+    default) allows none: no response carries ``Access-Control-Allow-Origin`` and a preflight
+    gets no allow headers. Also the origins, besides the gateway's own, that may open a
+    /v1/realtime socket from a browser (others are 403 before the upgrade). As an environment
+    variable, a JSON list."""
+    cors_max_age: int = Field(default=600, ge=0, le=86_400)
+    """How long a browser may keep a preflight's answer (``Access-Control-Max-Age``)."""
+
     api_key: SecretStr | None = None
     """When set, /api/* and /v1/* demand ``Authorization: Bearer <key>`` (a WebSocket upgrade may
     offer it as the subprotocol ``openai-insecure-api-key.<key>`` instead); never logged."""
@@ -136,6 +189,11 @@ class GatewaySettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def stream_limit(self) -> int:
+        """Streams admitted per worker: ``max_streams``, but never all of the worker's threads."""
+        return max(0, min(self.max_streams, self.threads - 1))
 
     @property
     def realtime_session_limit(self) -> int:

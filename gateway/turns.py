@@ -12,6 +12,7 @@ from chorus.v1 import common_pb2, llm_pb2, orchestrator_pb2, tts_pb2
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 from google.protobuf.json_format import MessageToDict
 
+from gateway.capacity import admit_stream
 from gateway.context import call_options, settings_of, state_of, stubs_of
 from gateway.errors import ApiError, bad_request, event_error, from_rpc_error
 from gateway.openapi import TEXT, documented
@@ -149,6 +150,7 @@ def post_turn() -> Response:
     playable file per sentence), turn_timings, error, done. Closing the connection cancels the
     turn.
     """
+    admit_stream()
     settings = settings_of()
     messages = _requests()
     call = stubs_of().orchestrator.Converse(iter(messages), **call_options(settings.turn_timeout))

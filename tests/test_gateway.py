@@ -24,6 +24,7 @@ import schemathesis
 from chorus.v1 import common_pb2, llm_pb2_grpc, tts_pb2
 from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -301,6 +302,8 @@ def test_api_key(logs: Path, tts_piper):
         CHORUS_GATEWAY_API_KEY=API_KEY,
         CHORUS_GATEWAY_LOG_LEVEL="DEBUG",
         CHORUS_GATEWAY_MAX_ATTEMPTS="1",
+        CHORUS_GATEWAY_RATE_LIMIT_RPS="0.01",  # a token every 100 s: the bucket only empties
+        CHORUS_GATEWAY_RATE_LIMIT_BURST="6",
     )
     with running_gateway(env, logs, "keyed") as gateway:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
@@ -320,8 +323,62 @@ def test_api_key(logs: Path, tts_piper):
             base_url=gateway.url + "/v1", api_key=API_KEY, max_retries=0
         ).models.list()
         assert voices.data
+        # The key's bucket (burst 6, two taken above) empties: 429 with the seconds until a
+        # token; probes and /metrics stay open, and the metrics name no key.
+        keyed = {"Authorization": f"Bearer {API_KEY}"}
+        statuses = [requests.get(f"{gateway.url}/api/voices", headers=keyed) for _ in range(5)]
+        assert [r.status_code for r in statuses[:4]] == [200] * 4
+        limited = statuses[4]
+        assert assert_openai_error(limited, 429)["code"] == "rate_limit_exceeded"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 100
+        assert requests.get(f"{gateway.url}/healthz").ok
+        scraped = requests.get(f"{gateway.url}/metrics")
+        assert scraped.ok and API_KEY not in scraped.text
+        assert 'chorus_gateway_rejected_total{reason="rate_limited"} 1.0' in scraped.text
         assert gateway.alive()
     assert API_KEY not in gateway.log_path.read_text()
+
+
+def test_the_gateway_as_a_service(api: GatewayProcess):
+    """Under gunicorn: a chunked body over the limit is 413 (no Content-Length to refuse it
+    by), every answer has the security headers, CORS stays closed, and /metrics counts by
+    route template."""
+    url = api.url
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(UPLOAD_LIMIT // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}]}'
+
+    big = requests.post(
+        f"{url}/v1/chat/completions", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert big.request.headers.get("Transfer-Encoding") == "chunked"
+    assert assert_openai_error(big, 413)["code"] == "request_too_large"
+    foreign = {"Origin": "https://evil.example.net"}
+    for response in (
+        big,
+        requests.get(f"{url}/v1/models", headers=foreign),
+        requests.get(f"{url}/v1/nothing-here"),
+        requests.get(f"{url}/api/interface/"),
+    ):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert "Access-Control-Allow-Origin" not in response.headers
+    assert requests.get(f"{url}/v1/models").headers["Cache-Control"] == "no-store"
+    scraped = requests.get(f"{url}/metrics")
+    assert scraped.ok and scraped.headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    counted = {
+        (s.labels["route"], s.labels["status"]): s.value
+        for s in families["chorus_gateway_requests"].samples
+        if s.name == "chorus_gateway_requests_total"
+    }
+    assert counted[("/v1/chat/completions", "413")] >= 1
+    assert counted[("(unmatched)", "404")] >= 1
+    assert not [route for route, _ in counted if "nothing-here" in route]
 
 
 # --- conversational turns over SSE ------------------------------------------------------------
@@ -489,7 +546,9 @@ def test_openapi_covers_every_route():
             responses,
         )
         assert responses["400"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF
-        public = rule.startswith(("/healthz", "/readyz", "/openapi.json", "/api/interface"))
+        public = rule.startswith(
+            ("/healthz", "/readyz", "/metrics", "/openapi.json", "/api/interface")
+        )
         assert (operation.get("security") == []) == public, rule
         if not public:
             assert responses["401"]["content"]["application/json"]["schema"]["$ref"] == ERROR_REF

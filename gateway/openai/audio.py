@@ -9,6 +9,7 @@ from functools import partial
 from chorus.v1 import common_pb2, stt_pb2, tts_pb2
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
+from gateway.capacity import admit_stream
 from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import SERVICE_ERRORS, bad_request, from_rpc_error
 from gateway.formats import srt, streaming_wav_header, strip_id3v2, vtt
@@ -179,6 +180,7 @@ def speech() -> Response:
         "mp3": common_pb2.AUDIO_ENCODING_MP3,
         "opus": common_pb2.AUDIO_ENCODING_OGG_OPUS,
     }.get(fmt, common_pb2.AUDIO_ENCODING_PCM_S16LE)
+    admit_stream()
     stream_call = tts.StreamingSynthesize(
         tts_pb2.SynthesizeRequest(
             text=body.input,

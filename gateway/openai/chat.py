@@ -11,6 +11,7 @@ import grpc
 from chorus.v1 import llm_pb2
 from flask import Blueprint, Response, jsonify, stream_with_context
 
+from gateway.capacity import admit_stream
 from gateway.context import call_options, settings_of, stubs_of
 from gateway.errors import ApiError, from_rpc_error
 from gateway.openai.common import model_id, started
@@ -91,6 +92,8 @@ def completions() -> Response:
     message = _request(body)
     completion_id = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
+    if body.stream:
+        admit_stream()
     call = stubs_of().llm.Generate(message, **call_options())
 
     if not body.stream:

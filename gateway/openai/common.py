@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -11,7 +12,12 @@ from gateway.errors import ApiError, from_rpc_error
 from gateway.settings import ALIAS_KINDS
 from gateway.streams import End, Pump
 
-__all__ = ["call", "model_id", "speech_model", "started"]
+__all__ = ["DEFAULT_MODEL", "call", "model_id", "realtime_model", "speech_model", "started"]
+
+DEFAULT_MODEL = "chorus"
+"""The realtime model a session is of when the client names none (and the browser's name)."""
+_DATED = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+"""OpenAI's dated snapshots: ``gpt-realtime-2025-08-28`` is ``gpt-realtime``."""
 
 
 def model_id(name: str | None) -> str:
@@ -32,6 +38,26 @@ def speech_model(name: str) -> None:
         404,
         f"the model {name!r} does not exist for speech; use one of: "
         + ", ".join(n for n in settings_of().model_aliases if ALIAS_KINDS.get(n, "tts") == "tts"),
+        "model_not_found",
+        "model",
+    )
+
+
+def realtime_model(name: str) -> None:
+    """404 ``model_not_found`` unless ``name`` is ``chorus``, a realtime alias (``gpt-realtime``,
+    ``gpt-4o-realtime-preview``, ..., dated or not) or a configured alias of no known kind: a
+    session runs Chorus's own pipeline whatever the name, so only names that mean that pass."""
+    aliases = settings_of().model_aliases
+
+    def realtime(alias: str) -> bool:
+        return alias in aliases and ALIAS_KINDS.get(alias, "realtime") == "realtime"
+
+    if name == DEFAULT_MODEL or realtime(name) or realtime(_DATED.sub("", name)):
+        return
+    raise ApiError(
+        404,
+        f"the model {name!r} does not exist for realtime sessions; use one of: "
+        + ", ".join([DEFAULT_MODEL, *(n for n in aliases if realtime(n))]),
         "model_not_found",
         "model",
     )

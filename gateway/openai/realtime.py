@@ -18,8 +18,10 @@ is busy or unreachable, 1000 when the session reached its time limit, 1011 for o
 1001 (no error event) when the gateway is stopping, 1009 for an event over the size limit.
 
 What is refused before the upgrade is refused in the gateway's HTTP error shape: a wrong key
-(401; a browser offers it as the subprotocol ``openai-insecure-api-key.<key>``), too many open
-sessions (429), not a WebSocket handshake (426, or 400 when one is malformed).
+(401; a browser offers it as the subprotocol ``openai-insecure-api-key.<key>``), a key over its
+rate (429), a page of another origin (403), an unknown model (404), too many open sessions or a
+worker whose threads are all taken but one (429, with ``Retry-After``), not a WebSocket
+handshake (426, or 400 when one is malformed).
 """
 
 from __future__ import annotations
@@ -42,9 +44,13 @@ from flask_sock import Sock  # type: ignore[import-untyped]  # ships no types
 from simple_websocket import ConnectionClosed, Server  # type: ignore[import-untyped]
 
 from gateway.auth import subprotocols
+from gateway.capacity import capacity_of
 from gateway.channels import Stubs
 from gateway.context import settings_of, state_of, stubs_of, tenant_metadata
 from gateway.errors import ApiError, from_rpc_error
+from gateway.headers import check_socket_origin
+from gateway.metrics import metrics_of
+from gateway.openai.common import DEFAULT_MODEL, realtime_model
 from gateway.openapi import documented
 from gateway.realtime_events import (
     Dialect,
@@ -418,8 +424,8 @@ def _options(state: BlueprintSetupState) -> None:
 
 @blueprint.before_request
 def _admit() -> None:
-    """Before the upgrade: a well-formed handshake, and a free place (after the key, which the
-    app checks first)."""
+    """Before the upgrade: a well-formed handshake from an allowed origin, a known model, and
+    a free place (after the key and the rate limit, which the app checks first)."""
     rule = request.url_rule
     if rule is None or not getattr(rule, "websocket", False):
         return
@@ -430,22 +436,33 @@ def _admit() -> None:
             "not a WebSocket handshake: Sec-WebSocket-Key and Sec-WebSocket-Version: 13 needed",
             "invalid_handshake",
         )
-    limit = settings_of().realtime_session_limit
+    settings = settings_of()
+    check_socket_origin(request, settings)
+    realtime_model(request.args.get("model") or DEFAULT_MODEL)
+    limit = settings.realtime_session_limit
     if not SESSIONS.admit(limit):
         if SESSIONS.stopping:
             raise ApiError(503, "the gateway is shutting down", "unavailable")
-        raise ApiError(
-            429,
-            f"too many realtime sessions open on this gateway process (limit {limit}); retry later",
-            "too_many_sessions",
-        )
+        raise _busy(f"too many realtime sessions open on this gateway process (limit {limit})")
+    if not capacity_of().take("socket"):
+        SESSIONS.release()
+        raise _busy("every thread of this gateway process but one holds a stream or a socket")
     g.realtime_admitted = True
+
+
+def _busy(why: str) -> ApiError:
+    """429 ``too_many_sessions``, counted, with the gateway's ``Retry-After`` for a full worker."""
+    metrics_of().rejected.labels("too_many_sessions").inc()
+    return ApiError(
+        429, f"{why}; retry later", "too_many_sessions", retry_after=settings_of().busy_retry_after
+    )
 
 
 @blueprint.teardown_request
 def _release(_: BaseException | None) -> None:
     if g.pop("realtime_admitted", False):
         SESSIONS.release()
+        capacity_of().release("socket")
 
 
 @blueprint.get("/realtime")
@@ -454,7 +471,7 @@ def _release(_: BaseException | None) -> None:
     "realtime",
     (None, "Switching Protocols: the WebSocket of the session"),
     status=101,
-    errors=(426, 429, 503),
+    errors=(403, 404, 426, 429, 503),
     query=RealtimeQuery,
 )
 def realtime_handshake() -> Response:
@@ -464,9 +481,11 @@ def realtime_handshake() -> Response:
     its JSON events (GA names; with the header ``OpenAI-Beta: realtime=v1``, the beta names).
     The key goes in ``Authorization: Bearer <key>`` or, from a browser, as the subprotocol
     ``openai-insecure-api-key.<key>`` beside ``realtime``. A request without the upgrade is
-    answered 426. Chorus's images arrive as ``chorus.response.image.progress`` and
-    ``chorus.response.image.done`` events; ``session.chorus`` holds its own settings
-    (``image_mode``, ``llm_model``).
+    answered 426; one from a browser page of another origin 403 (unless
+    ``CHORUS_GATEWAY_CORS_ORIGINS`` lists it); an unknown ``model`` 404 (``chorus`` and OpenAI's
+    realtime models, dated or not, are known). Chorus's images arrive as
+    ``chorus.response.image.progress`` and ``chorus.response.image.done`` events;
+    ``session.chorus`` holds its own settings (``image_mode``, ``llm_model``).
     """
     error = ApiError(
         426, "this endpoint is a WebSocket: connect with an upgrade", "upgrade_required"
@@ -477,6 +496,15 @@ def realtime_handshake() -> Response:
     return response
 
 
+def _model_problem(name: str) -> str | None:
+    """Why ``session.update``'s ``model`` is refused (an ``error`` event), or None."""
+    try:
+        realtime_model(name)
+    except ApiError as error:
+        return error.message
+    return None
+
+
 def realtime(ws: Server) -> None:
     """The socket, once upgraded (flask-sock has made ``ws``, the handshake is answered)."""
     settings = settings_of()
@@ -484,11 +512,12 @@ def realtime(ws: Server) -> None:
     beta = BETA_SUBPROTOCOL in offered or "realtime=v1" in request.headers.get("OpenAI-Beta", "")
     translator = RealtimeTranslator(
         dialect=Dialect(beta=beta),
-        model=request.args.get("model") or "chorus",
+        model=request.args.get("model") or DEFAULT_MODEL,
         transcription=request.args.get("intent") == "transcription",
         model_id=lambda name: settings.model_aliases.get(name, name),
         voice_id=lambda name: settings.voice_aliases.get(name, name),
         max_append_bytes=settings.realtime_max_append_bytes,
+        model_check=_model_problem,
     )
     log.info("realtime session opened (%s protocol)", "beta" if beta else "GA")
     RealtimeSocket(ws, translator, stubs_of(), settings).run()

@@ -327,7 +327,8 @@ def test_a_client_that_stops_reading_ends_its_session(
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         raw.connect(("127.0.0.1", gw.server.server_port))
         client = WSConnection(ConnectionType.CLIENT)
-        raw.sendall(client.send(Request(host="127.0.0.1", target="/v1/realtime?model=x")))
+        target = "/v1/realtime?model=gpt-realtime"
+        raw.sendall(client.send(Request(host="127.0.0.1", target=target)))
         accepted = False
         while not accepted:
             client.receive_data(raw.recv(4096))
