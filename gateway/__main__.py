@@ -22,6 +22,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from gateway.app import create_app
+from gateway.metrics import child_exit, prepare_multiprocess
 from gateway.openai.realtime import SESSIONS
 from gateway.settings import GatewaySettings
 from services.common.logs import configure_logging
@@ -50,6 +51,11 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no
             "control_socket_disable": True,  # no shared ~/.gunicorn socket between instances
             "post_fork": _post_fork,
             "post_worker_init": _post_worker_init,
+            "child_exit": child_exit,  # a dead worker's gauges leave /metrics
+            # The request's size, before the app sees it (the app answers the same limits).
+            "limit_request_line": s.max_request_line_bytes,
+            "limit_request_field_size": s.max_header_bytes,
+            "limit_request_fields": s.max_header_count,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -115,6 +121,7 @@ def _quit_now(worker: Any) -> None:
 def main() -> int:
     settings = GatewaySettings()
     configure_logging(settings.log_level, settings.log_json, service="gateway")
+    prepare_multiprocess()  # before the workers fork: /metrics sums all of them
     GatewayServer(settings).run()
     return 0
 
