@@ -46,6 +46,7 @@ def create_app(settings: GatewaySettings | None = None, channels: Channels | Non
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
+        MAX_FORM_PARTS=settings.max_form_parts,
     )
     install(app, settings, channels or Channels(settings))
     capacity.install(app, settings, metrics.install(app))
@@ -158,7 +159,10 @@ def _register_hooks(app: Flask, settings: GatewaySettings) -> None:
         )
         message = error.description or error.name
         if status == 413:
-            message = f"request body is larger than the limit of {settings.max_upload_bytes} bytes"
+            message = (
+                f"request body is larger than the limit of {settings.max_upload_bytes} bytes, "
+                f"or has more than {settings.max_form_parts} form parts"
+            )
         return jsonify(ApiError(status, message, code).body()), status
 
     @app.errorhandler(Exception)

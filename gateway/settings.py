@@ -96,6 +96,9 @@ class GatewaySettings(BaseSettings):
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     """Largest request body (audio upload or JSON) on every route; larger ones get 413: at once
     when ``Content-Length`` says so, and a chunked body as soon as it passes the limit."""
+    max_form_parts: int = Field(default=64, ge=4, le=10_000)
+    """Most parts (files and fields) of a multipart body; more are 413 (werkzeug's
+    ``MAX_FORM_PARTS``). OpenAI's clients send fewer than a dozen."""
     max_request_line_bytes: int = Field(default=4094, ge=256, le=8190)
     """Longest request line (method, path, query string), gunicorn's ``limit_request_line``;
     the app answers a longer path and query 414 itself (gunicorn allows at most 8190)."""

@@ -405,6 +405,17 @@ def test_an_oversize_body_is_413_before_it_is_read() -> None:
     assert not llm.Generate.calls
 
 
+def test_a_form_with_too_many_parts_is_413() -> None:
+    stt = SimpleNamespace(Transcribe=Unary(FakeRpcError(NotFound("never called"))))
+    client = app_for(GatewaySettings(max_form_parts=8), stt=stt).test_client()
+    fields: dict[str, Any] = {f"field{i}": "x" for i in range(10)}
+    fields["file"] = (io.BytesIO(b"RIFF"), "a.wav")
+    response = client.post("/v1/audio/transcriptions", data=fields)
+    assert response.status_code == 413
+    assert "8 form parts" in error_of(response)["message"]
+    assert not stt.Transcribe.calls
+
+
 def chunked(client: FlaskClient, path: str, body: bytes) -> TestResponse:
     """POST ``body`` without Content-Length (``Transfer-Encoding: chunked``, the input marked
     terminated, as gunicorn marks it)."""
