@@ -31,6 +31,7 @@ from gateway.capacity import capacity_of
 from gateway.headers import API_CSP, SECURITY_HEADERS
 from gateway.keys import digest
 from gateway.openai import realtime
+from gateway.openapi import document
 from gateway.realtime_events import EventError, RealtimeTranslator
 from gateway.settings import GatewaySettings
 from services.common.errors import NotFound
@@ -606,8 +607,6 @@ def test_rate_limits_off_and_on_an_open_gateway() -> None:
 
 
 def test_429s_are_documented_with_every_keyed_route() -> None:
-    from gateway.openapi import document
-
     paths = document(app_for())["paths"]
     for path, operations in paths.items():
         for method, operation in operations.items():
