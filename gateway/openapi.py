@@ -127,12 +127,35 @@ class _Responses(Response):
             )
             content = entry.setdefault("content", {})
             for mime, schema in types.items():
-                content[mime] = {
-                    "schema": {"$ref": f"#/components/schemas/{naming_strategy(schema)}"}
+                written = (
+                    {"$ref": f"#/components/schemas/{naming_strategy(schema)}"}
                     if isinstance(schema, type)
                     else schema
-                }
+                )
+                if mime == "text/event-stream":
+                    written = _event(written)
+                content[mime] = {"schema": written}
         return dict(sorted(responses.items()))
+
+
+def _event(data: dict[str, Any]) -> dict[str, Any]:
+    """One Server-Sent Event, as an event stream's schema is read (OpenAPI 3.2 says so with
+    ``itemSchema``; schemathesis reads a 3.1 ``schema`` the same way): its ``event`` name and
+    its ``data``, the text of ``data`` (JSON, unless ``data`` is plain text)."""
+    text = data == TEXT
+    payload = dict(TEXT) if text else {**TEXT, "contentMediaType": "application/json"}
+    if not text:
+        payload["contentSchema"] = data
+    return {
+        "type": "object",
+        "properties": {
+            "event": dict(TEXT),
+            "data": payload,
+            "id": dict(TEXT),
+            "retry": {"type": "integer"},
+        },
+        "required": ["data"],
+    }
 
 
 spec = SpecTree(
