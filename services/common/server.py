@@ -59,11 +59,15 @@ class ChorusServer:
         services: Sequence[ServiceDefinition],
         warm_up: Callable[[], Awaitable[None]] | None = None,
         close: Callable[[], Awaitable[None]] | None = None,
+        drain: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``drain``: run as a drain starts, once health says NOT_SERVING, to end the calls
+        that would never end on their own (the orchestrator's live sessions)."""
         self.settings = settings
         self._services = list(services)
         self._warm_up = warm_up
         self._close = close
+        self._drain = drain
         self.health: _Health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.port = 0
         self._server = grpc.aio.server(
@@ -110,6 +114,8 @@ class ChorusServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING at once, refuse new calls, let in-flight calls finish."""
         await self.health.enter_graceful_shutdown()
+        if self._drain is not None:
+            await self._drain()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self._close is not None:
             await self._close()
