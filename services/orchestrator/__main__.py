@@ -51,6 +51,7 @@ def build_server(settings: OrchestratorSettings) -> ChorusServer:
         ],
         warm_up=warm_up,
         close=close,
+        drain=servicer.drain,
     )
 
 

@@ -6,8 +6,10 @@ Input rules live in ``inputs.py``, the stages in ``turn.py``; this module maps t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import grpc
@@ -27,6 +29,11 @@ from services.orchestrator.turn import Turn
 
 # Where RunTurn's one reply keeps each kind of Converse event: the last one, or every one (the
 # partial transcripts, reply deltas and image progress of a stream have no place in it).
+log = logging.getLogger(__name__)
+
+_REPORT_MARGIN_S = 0.5
+"""A turn's own deadline comes this long (at most a tenth of its time) before its caller's."""
+
 _ONE = {
     "transcript_final": "transcript",
     "reply_final": "reply",
@@ -50,11 +57,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._stores = stores or Stores()  # opened on first use only
         self._turns = asyncio.Semaphore(settings.max_turns)
         self._sessions = asyncio.Semaphore(settings.max_sessions)
+        self._draining = asyncio.Event()
+        self._open_sessions = 0
 
     def _deadline(self, context: Context) -> float:
         remaining = context.time_remaining()
-        budget = self._settings.turn_timeout if remaining is None else remaining
-        return time.monotonic() + budget
+        if remaining is None:
+            return time.monotonic() + self._settings.turn_timeout
+        # The turn ends a little before its caller's deadline, so the stage that ran out of
+        # time is reported (a TurnError naming it, then DEADLINE_EXCEEDED) before the caller's
+        # own deadline cuts the call: that gave a bare DEADLINE_EXCEEDED, or through Envoy
+        # (which enforces grpc-timeout too) a reset stream, INTERNAL, seen with a slow LLM.
+        return time.monotonic() + remaining - min(_REPORT_MARGIN_S, remaining / 10)
 
     def _turn(self, config: pb.TurnConfig, context: Context, record: TurnRecord | None) -> Turn:
         return Turn(
@@ -191,5 +205,54 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 self._stores,
                 tenant_of(context),
             )
-            async for event in session.events(request_iterator):
-                yield event
+            self._open_sessions += 1
+            try:
+                async for event in _until(session.events(request_iterator), self._draining):
+                    yield event
+            finally:
+                self._open_sessions -= 1
+            if self._draining.is_set():
+                message = "the orchestrator is restarting; reconnect to go on"
+                yield pb.SessionEvent(
+                    elapsed_seconds=time.monotonic() - session.started,
+                    error=pb.SessionError(
+                        code="UNAVAILABLE", message=message, fatal=True, reason="server_restarting"
+                    ),
+                )
+                raise Unavailable(message)
+
+    async def drain(self) -> None:
+        """The process is stopping: end every live session now (a fatal error event, then
+        UNAVAILABLE, which a client takes as "reconnect"), rather than hold the drain for its
+        whole grace period and then cut them off. What a session settled is still stored."""
+        if self._open_sessions:
+            log.info("ending %d live session(s): the orchestrator is stopping", self._open_sessions)
+        self._draining.set()
+
+
+async def _until(
+    events: AsyncIterator[pb.SessionEvent], stop: asyncio.Event
+) -> AsyncIterator[pb.SessionEvent]:
+    """``events`` until they end or ``stop`` is set; then the generator is closed (its own
+    cleanup runs: downstream calls cancelled, what settled stored)."""
+    stopping = asyncio.ensure_future(stop.wait())
+    step: asyncio.Future[pb.SessionEvent] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            yield event
+    finally:
+        stopping.cancel()
+        if step is not None and not step.done():
+            step.cancel()  # into the generator, wherever it waits: it cleans up and ends
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                await step
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()
