@@ -16,6 +16,7 @@ touches a database or a folder.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
 import wave
@@ -159,14 +160,34 @@ async def _opened(open_: Callable[[], T], kind: str) -> T:
 
 async def blocking(kind: str, call: Callable[..., T], *args: Any) -> T:
     """``call(*args)`` in a worker thread; a failure that is not a ``ChorusError`` (a disk or
-    network error the store did not map) is UNAVAILABLE, its details logged, not returned."""
+    network error the store did not map) is UNAVAILABLE, its details logged, not returned. A
+    full disk says so (the operator's fix is space, not a retry): "no space left on device"."""
     try:
         return await asyncio.to_thread(call, *args)
     except ChorusError:
         raise
     except Exception as error:
+        if _out_of_space(error):
+            log.warning("the %s store is out of space: %s", kind, error)
+            raise Unavailable(
+                f"the {kind} store is full (no space left on device); nothing more is stored "
+                "until space is freed"
+            ) from error
         log.warning("the %s store failed", kind, exc_info=True)
         raise Unavailable(f"the {kind} store failed; try again") from error
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it: SQLAlchemy wraps its driver's) is a full disk."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(error):  # SQLite's SQLITE_FULL
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
 
 
 async def stored_history(
