@@ -2,7 +2,7 @@
 
 Security headers go on every answer (errors, 404s, streams, the interface's files), each only
 where the route has not set its own: the interface keeps its Content-Security-Policy, an
-artifact its immutable caching, a stream its ``no-cache``.
+artifact its immutable caching, a stream its own ``no-store``.
 
 CORS is closed unless ``cors_origins`` lists the page's origin: then that origin (never ``*``)
 is allowed, a preflight gets the methods, headers (``Authorization`` among them) and max-age;

@@ -122,4 +122,4 @@ def sse(event: str | None, data: Any) -> str:
 
 
 SSE_HEARTBEAT = ": keep-alive\n\n"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}

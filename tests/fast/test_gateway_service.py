@@ -530,7 +530,7 @@ def test_security_headers_on_every_kind_of_response() -> None:
                 assert response.headers.get(name) == value, (kind, name)
         assert response.headers.get("Content-Security-Policy") == API_CSP, kind
     assert answers["json"].headers["Cache-Control"] == "no-store"
-    assert answers["stream"].headers["Cache-Control"] == "no-cache"  # the stream's own
+    assert answers["stream"].headers["Cache-Control"] == "no-store"  # the stream's own
     stream.close()
     page = client.get("/api/interface/")
     assert page.status_code == 200

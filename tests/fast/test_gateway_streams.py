@@ -143,7 +143,7 @@ def test_each_event_is_one_frame_named_by_its_kind() -> None:
     response = client_for(converse).post("/api/turns", json={"text": "Draw a cat"})
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
-    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["Cache-Control"] == "no-store"  # user data: never kept by a cache
     assert response.headers["X-Accel-Buffering"] == "no"
     got = frames(response.get_data(as_text=True))
     assert [name for name, _ in got] == [
