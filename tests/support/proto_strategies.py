@@ -255,6 +255,8 @@ def mutations(
     """``valid`` with one to ``max_changes`` fields (nested ones too) replaced by generated
     values or cleared; the rest stays as given."""
     paths = _field_paths(valid.DESCRIPTOR, 0, limits)
+    if not paths:  # a message without fields (ListModelsRequest) has nothing to change
+        return st.just(valid)
 
     @st.composite
     def mutate(draw: st.DrawFn) -> Message:
@@ -277,11 +279,13 @@ def mutations(
 def with_bounds(
     strategy: st.SearchStrategy[Message], bound: Callable[[Message], None]
 ) -> st.SearchStrategy[Message]:
-    """``strategy``'s messages passed through ``bound``, which edits a message in place (caps
-    the work a generated request may cause) and returns nothing."""
+    """``strategy``'s messages, copied and passed through ``bound``, which edits the copy in
+    place (caps the work a generated request may cause) and returns nothing."""
 
     def apply(message: Message) -> Message:
-        bound(message)
-        return message
+        out = type(message)()
+        out.CopyFrom(message)  # a shared message (st.just) is never edited
+        bound(out)
+        return out
 
     return strategy.map(apply)
