@@ -149,7 +149,7 @@ def test_ctrl_c_on_make_run_stops_everything_at_once(logs: Path, tiny_sd: Path) 
         _receive_until(socket, "session.created")
         stream = requests.post(
             f"{url}/api/turns",
-            json={"text": "Tell me a long story about a lighthouse.", "max_tokens": 400},
+            json={"text": "Tell me a long story about a lighthouse.", "max_tokens": 60},
             stream=True,
             timeout=60,
         )
