@@ -49,9 +49,27 @@ class ChorusError(Exception):
     """Seconds after which the same call may succeed (sent as ``google.rpc.RetryInfo``)."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = _clipped(message)
         super().__init__(message)
         self.message = message
         self.field = field
+
+
+MAX_ERROR_MESSAGE_BYTES = 800
+"""Most UTF-8 bytes of an error message; longer ones are cut. A message that quotes the
+request (an unknown voice, a model id) can be as long as the request, and a status travels in
+the trailing metadata three times (``grpc-message``, percent-encoded, and the rich status's
+message and field description, base64); peers refuse trailers over 8 KiB, so a NOT_FOUND for a
+100,000-character voice name reached the caller as RESOURCE_EXHAUSTED "received metadata size
+exceeds hard limit" (found by tests/test_fuzz_grpc.py)."""
+
+
+def _clipped(message: str) -> str:
+    data = message.encode("utf-8", "replace")
+    if len(data) <= MAX_ERROR_MESSAGE_BYTES:
+        return message
+    kept = data[:MAX_ERROR_MESSAGE_BYTES].decode("utf-8", "ignore")
+    return f"{kept}... ({len(message) - len(kept)} more characters)"
 
 
 class InvalidArgument(ChorusError):
