@@ -4,7 +4,8 @@ until told to stop, recording every request as a ``Record``.
 Kinds: a text turn (POST /api/turns, JSON, read as Server-Sent Events, in the user's stored
 conversation), a spoken turn (the same with a WAV upload), a transcription and a synthesis
 (/v1/audio/*, the official ``openai`` client), a live session (/v1/realtime over a WebSocket:
-a spoken question streamed at real-time pace with server VAD, its spoken response, close) and
+a spoken question streamed at real-time pace with server VAD, then quiet as a microphone sends
+it until the spoken response is done, close) and
 now and then an image (/v1/images/generations). Requests are small (16 tokens, one sentence,
 64x64 images in 2 steps) so two cores hold the load.
 
@@ -60,6 +61,9 @@ DEADLINES = {
 }
 RECONNECT_FOR = 45.0
 """How long a live client keeps reconnecting after its session was closed on it."""
+ERROR_WAIT = 10.0
+"""After an error event, how long a live client still waits for a response before it takes
+the error as the answer to its question."""
 RATE = 24000
 CHUNK_MS = 40
 
@@ -300,16 +304,18 @@ class Load:
         sent_at = [0.0]
         first: list[float] = []
 
-        def until(kind: str) -> bool:
-            while time.monotonic() < deadline:
+        def until(kind: str, by: float = deadline, stop_on_error: bool = False) -> bool:
+            while time.monotonic() < by:
                 try:
-                    message = ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+                    message = ws.recv(timeout=max(0.01, by - time.monotonic()))
                 except TimeoutError:
                     return False
                 event = json.loads(message)
                 events.append(event)
                 if event["type"] == "error":
                     error.append(str(event.get("error", {}).get("code") or "error"))
+                    if stop_on_error:
+                        return False
                 if event["type"] == "response.output_audio.delta" and not first:
                     first.append(time.monotonic())
                 if event["type"] == kind:
@@ -321,14 +327,26 @@ class Load:
             if not until("session.updated"):
                 ws.close()
                 return Record("live", start, time.monotonic() - t0, "hang", False, True)
-            sender = threading.Thread(target=_stream, args=(ws, clip.pcm24k, sent_at), daemon=True)
+            answered = threading.Event()
+            sender = threading.Thread(
+                target=_stream, args=(ws, clip.pcm24k, sent_at, answered), daemon=True
+            )
             sender.start()
-            done = until("response.done")
+            done = until("response.done", stop_on_error=True)
+            if not done and error:
+                # An error event (the question's transcription failed, say): a response may
+                # still come; if none does soon, the question was answered with that error.
+                done = until("response.done", by=min(deadline, time.monotonic() + ERROR_WAIT))
+            answered.set()
             sender.join(10)
             ws.close()
             end = time.monotonic()
+            if not done and error:
+                return Record("live", start, end - t0, f"error:{error[0]}", False)
             if not done:
-                return Record("live", start, end - t0, "hang", False, True, "no response.done")
+                seen = [e["type"] for e in events[-4:]]
+                what = f"no response.done; errors {error}; last events {seen}"
+                return Record("live", start, end - t0, "hang", False, True, what)
             response = events[-1].get("response", {})
             if response.get("status") != "completed":
                 return Record(
@@ -361,19 +379,26 @@ def _session_config() -> dict[str, Any]:
     }
 
 
-def _stream(ws: ClientConnection, pcm: bytes, sent_at: list[float]) -> None:
-    """0.3 s of quiet, the question, 1.5 s of quiet, at real-time pace (a microphone)."""
+def _stream(
+    ws: ClientConnection, pcm: bytes, sent_at: list[float], answered: threading.Event
+) -> None:
+    """0.3 s of quiet, the question, then quiet until the answer came, at real-time pace, as a
+    microphone sends it."""
     quiet = bytes(RATE * 2 * 3 // 10)
-    audio = quiet + pcm + quiet * 5
     step = RATE * 2 * CHUNK_MS // 1000
+    spoken = quiet + pcm
     began = time.monotonic()
+    n = 0
     try:
-        for n, offset in enumerate(range(0, len(audio), step)):
-            chunk = base64.b64encode(audio[offset : offset + step]).decode()
+        while not answered.is_set():
+            offset = n * step
+            piece = spoken[offset : offset + step] if offset < len(spoken) else bytes(step)
+            chunk = base64.b64encode(piece).decode()
             ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-            if offset <= len(quiet) + len(pcm) < offset + step:
+            if offset <= len(spoken) < offset + step:
                 sent_at[0] = time.monotonic()
-            wait = began + (n + 1) * CHUNK_MS / 1000 - time.monotonic()
+            n += 1
+            wait = began + n * CHUNK_MS / 1000 - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
     except ConnectionClosed:
