@@ -63,7 +63,15 @@ def decode_audio(
             if declared is not None and declared > max_seconds:
                 raise _too_long(declared, max_seconds, field)
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            heard = 0.0
             for frame in container.decode(stream):
+                # Counted before resampling: a container that declares no duration (Matroska,
+                # Ogg) at a rate of a few Hz made one 80 kB frame resample to 1.5 GB.
+                if frame.sample_rate <= 0:
+                    raise InvalidArgument("audio has no sample rate", field=field)
+                heard += frame.samples / frame.sample_rate
+                if heard > max_seconds:
+                    raise _too_long(heard, max_seconds, field)
                 for out in resampler.resample(frame):
                     total += _append(chunks, out)
                 if total > max_samples:

@@ -1,14 +1,15 @@
 """The upload decoder (``services.common.audio.decode_audio``, PyAV) on mutated recordings.
 
 Seeds are made here with PyAV, 0.3 s of tone each: WAV, WebM/Opus (what browsers record), MP3,
-Ogg/Opus and Ogg/Vorbis. Hypothesis mutates their bytes (bit flips, overwritten bytes, header
-fields set to extreme values, truncation, deleted, duplicated and spliced ranges, one container's
-bytes inside another's) and every input must either decode to bounded mono float32 samples or be
-refused with the decoder's own errors (``InvalidArgument``: undecodable, truncated, no audio;
-``ResourceExhausted``: over the duration limit), which the STT service sends as
-INVALID_ARGUMENT / RESOURCE_EXHAUSTED. Any other exception, a decode that does not return (each
-runs on a thread, bounded by a timeout) or memory that grows without bound (a declared size
-making the decoder allocate what the file does not hold) fails.
+Ogg/Opus, Ogg/Vorbis and Matroska/PCM (a container that declares no duration). Hypothesis
+mutates their bytes (bit flips, overwritten bytes, header fields set to extreme values,
+truncation, deleted, duplicated and spliced ranges, one container's bytes inside another's) and
+every input must either decode to bounded mono float32 samples or be refused with the decoder's
+own errors (``InvalidArgument``: undecodable, truncated, no audio; ``ResourceExhausted``: over
+the duration limit), which the STT service sends as INVALID_ARGUMENT / RESOURCE_EXHAUSTED. Any
+other exception, a decode that does not return (each runs on a thread, bounded by a timeout) or
+memory that grows without bound (a declared size or rate making the decoder allocate what the
+file does not hold) fails.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ MAX_SECONDS = 5.0
 DECODE_TIMEOUT_S = 30.0
 """A decode of a 0.3 s file takes milliseconds; this only catches one that never returns."""
 EXAMPLES = 250
-"""Per seed format; five formats, about 1,250 decodes in all (a few seconds)."""
+"""Per seed format; six formats, 1,500 decodes in all (a few seconds)."""
 
 
 def _tone(rate: int, seconds: float = 0.3) -> np.ndarray:
@@ -79,6 +80,7 @@ def seeds() -> dict[str, bytes]:
         "mp3": _encode("mp3", "libmp3lame", 24_000),
         "ogg-opus": _encode("ogg", "libopus", 48_000),
         "ogg-vorbis": _encode("ogg", "vorbis", 22_050, "stereo"),
+        "mka-pcm": _encode("matroska", "pcm_s16le", 8_000),
     }
     for name, data in made.items():  # every seed is a valid recording to begin with
         samples = decode_audio(data, sample_rate=RATE, max_seconds=MAX_SECONDS)
@@ -164,7 +166,7 @@ def _max_rss_bytes() -> int:
     return usage if sys.platform == "darwin" else usage * 1024
 
 
-@pytest.mark.parametrize("name", ["wav", "webm", "mp3", "ogg-opus", "ogg-vorbis"])
+@pytest.mark.parametrize("name", ["wav", "webm", "mp3", "ogg-opus", "ogg-vorbis", "mka-pcm"])
 def test_mutated_recordings_decode_or_are_refused(seeds: dict[str, bytes], name: str) -> None:
     before = _max_rss_bytes()
 
@@ -222,3 +224,25 @@ def test_declared_length_over_the_limit_is_refused_before_decoding() -> None:
     (0.3 s of samples at a declared 8 Hz: 600 s)."""
     with pytest.raises(ResourceExhausted, match="longer than the limit"):
         decode_audio(_wav(rate=8), sample_rate=RATE, max_seconds=MAX_SECONDS)
+
+
+@pytest.mark.parametrize("rate", [1, 10, 100])
+def test_a_low_sample_rate_is_refused_before_resampling(rate: int) -> None:
+    """40,000 samples (80 kB) of Matroska PCM at a few Hz: hours of audio in a container that
+    declares no duration. Refused by the duration limit before the resampler turns a frame into
+    gigabytes (at 10 Hz one decode peaked at 1.5 GB; at 1 Hz FFmpeg ran out of memory)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="matroska") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(
+            np.full((1, 40_000), 300, np.int16), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    before = _max_rss_bytes()
+    with pytest.raises(ResourceExhausted, match="longer than the limit"):
+        decode_audio(buffer.getvalue(), sample_rate=RATE, max_seconds=MAX_SECONDS)
+    assert _max_rss_bytes() - before < 256 * 1024 * 1024
