@@ -190,9 +190,11 @@ def growths(
     by_proc: dict[tuple[str, int], list[Sample]] = {}
     for s in samples:
         by_proc.setdefault((s.name, s.pid), []).append(s)
-    out = []
-    for (name, pid), ss in sorted(by_proc.items()):
+    for ss in by_proc.values():
         ss.sort(key=lambda s: s.t)
+    out = []
+    # Each name's incarnations in the order they were born (pids wrap: not by pid).
+    for (name, pid), ss in sorted(by_proc.items(), key=lambda kv: (kv[0][0], kv[1][0].t)):
         born = ss[0].t
         settled = max(warmup, born + warmup) if born > 0 else warmup
         last = min(ss[-1].t, load_end)
