@@ -210,13 +210,15 @@ def _wav(
     data_size=st.sampled_from([None, 0, 1, 2**31 - 1, 0xFFFFFFFE, 0xFFFFFFFF]),
 )
 @example(rate=8, channels=1, bits=16, data_size=None)  # 0.3 s of samples declaring 600 s
+# 537 MHz: FFmpeg's resampler spent 3 s and 550 MB on 9 kB of samples before the rate was bounded
+@example(rate=536_887_936, channels=1, bits=16, data_size=None)
 @settings(max_examples=150, derandomize=True, database=None, deadline=None)
 def test_wav_header_extremes(rate: int, channels: int, bits: int, data_size: int | None) -> None:
     """A WAV header's every size field at its extremes: decoded, or refused by name; a rate
     that makes a short file long is refused by the duration limit, never decoded to gigabytes."""
     before = _max_rss_bytes()
     check(_wav(rate, channels, bits, data_size))
-    assert _max_rss_bytes() - before < 512 * 1024 * 1024
+    assert _max_rss_bytes() - before < 256 * 1024 * 1024
 
 
 def test_declared_length_over_the_limit_is_refused_before_decoding() -> None:
