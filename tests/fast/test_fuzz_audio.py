@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import os
 import resource
 import struct
 import sys
@@ -33,8 +34,9 @@ RATE = 16_000
 MAX_SECONDS = 5.0
 DECODE_TIMEOUT_S = 30.0
 """A decode of a 0.3 s file takes milliseconds; this only catches one that never returns."""
-EXAMPLES = 250
-"""Per seed format; six formats, 1,500 decodes in all (a few seconds)."""
+EXAMPLES = 250 * int(os.environ.get("CHORUS_FUZZ_SCALE", "1"))
+"""Per seed format; six formats, 1,500 decodes in all (a few seconds); CHORUS_FUZZ_SCALE
+multiplies them for a long hunt."""
 
 
 def _tone(rate: int, seconds: float = 0.3) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any, get_args
 
 import pytest
@@ -57,8 +58,10 @@ CODES = {
 }
 """Every code an ``EventError`` may carry: a code outside it is one no client knows."""
 
+SCALE = int(os.environ.get("CHORUS_FUZZ_SCALE", "1"))
+"""Examples times this: 1 in ``make test``, more for a long hunt."""
 FUZZ = settings(
-    max_examples=300,
+    max_examples=300 * SCALE,
     derandomize=True,
     database=None,
     deadline=None,
