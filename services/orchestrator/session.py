@@ -351,6 +351,9 @@ class SpeechInput:
             item_id = self.item.id if self.item is not None else ""
             session.error(error, reason="transcription_failed", item_id=item_id)
         finally:
+            # Ends the request generator, which grpc's own task may still be waiting in when the
+            # call failed (a replica killed): left waiting, it was destroyed pending.
+            self.end()
             session.on_speech_input_done(self)
 
 

@@ -331,7 +331,7 @@ class TurnRecord:
         otherwise send one per chunk)."""
         if not self._reported:
             self._reported = True
-            context.report(Stage.STAGE_UNSPECIFIED, _storage_error(error), fatal=False)
+            context.report(Stage.STAGE_STORAGE, _storage_error(error), fatal=False)
 
     # -- at the end -----------------------------------------------------------------------
 
@@ -383,7 +383,7 @@ class TurnRecord:
                 self.turn_id,
             )
         except ChorusError as error:
-            context.report(Stage.STAGE_UNSPECIFIED, _storage_error(error), fatal=False)
+            context.report(Stage.STAGE_STORAGE, _storage_error(error), fatal=False)
             return
         stored = await self._stored(items, [user, assistant], reply_audio, input_audio, images)
         context.event(stored=stored)

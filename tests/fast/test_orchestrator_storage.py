@@ -356,5 +356,6 @@ async def test_artifacts_only_leaves_the_bytes_out_unless_the_put_failed(stores:
     errors = [e.error for e in events if e.HasField("error")]
     assert len(errors) == 1  # one storage error per turn, not one per chunk
     assert not errors[0].fatal and errors[0].message.startswith("storage: ")
+    assert errors[0].stage == pb.STAGE_STORAGE
     [stored] = [e.stored for e in events if e.HasField("stored")]
     assert not stored.reply_audio_artifact_id  # the items are still appended
