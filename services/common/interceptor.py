@@ -14,10 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from services.common import metrics
-from services.common.errors import ChorusError, to_rpc_status
+from services.common.errors import ChorusError, InvalidArgument, to_rpc_status
 from services.common.logs import request_id
 
 __all__ = ["REQUEST_ID_KEY", "ServiceInterceptor"]
@@ -110,9 +111,50 @@ class ServiceInterceptor(_Interceptor):
             return handler
         return factory(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+class _Malformed:
+    """A request whose bytes are not its message: the handler refuses it with
+    INVALID_ARGUMENT. A deserializer that raised made grpc answer UNKNOWN "Unexpected
+    DecodeError" before any handler ran (found by tests/test_fuzz_grpc.py)."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        self.error = InvalidArgument(f"the request is not a valid {name}: {error}")
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    owner = getattr(deserialize, "__self__", None)
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "message")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Malformed(name, error)
+
+    return parse
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream's requests, refused at the first malformed one."""
+    async for request in requests:
+        if isinstance(request, _Malformed):
+            raise request.error
+        yield request
+
+
+def _check(request: Any) -> Any:
+    """A unary request as it is, or a stream's requests checked as they arrive."""
+    if isinstance(request, _Malformed):
+        raise request.error
+    if hasattr(request, "__aiter__"):
+        return _checked(request)
+    return request
 
 
 class _CallScope:
@@ -144,7 +186,7 @@ def _wrap_unary(method: str, inner: UnaryHandler) -> UnaryHandler:
     async def handle(request: Any, context: Context) -> Any:
         scope = _CallScope(method, context)
         try:
-            return await inner(request, context)
+            return await inner(_check(request), context)
         except _PASS_THROUGH as exc:
             scope.close(None if isinstance(exc, grpc.aio.AbortError) else "CANCELLED")
             raise
@@ -160,7 +202,7 @@ def _wrap_stream(method: str, inner: StreamHandler) -> StreamHandler:
     async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
         scope = _CallScope(method, context)
         try:
-            async for response in inner(request, context):
+            async for response in inner(_check(request), context):
                 yield response
         except _STREAM_PASS_THROUGH as exc:
             scope.close(None if isinstance(exc, grpc.aio.AbortError) else "CANCELLED")
