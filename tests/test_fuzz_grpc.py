@@ -351,9 +351,13 @@ class Outcome:
     responses: list[Message]
 
 
-def call(channel: grpc.Channel, method: Method, requests: list[Message]) -> Outcome:
-    """One call of ``method`` with ``requests`` (one for a unary request), responses read to
-    the end, under the deadline."""
+def _serialize(request: Message | bytes) -> bytes:
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
+
+def call(channel: grpc.Channel, method: Method, requests: list[Any]) -> Outcome:
+    """One call of ``method`` with ``requests`` (one for a unary request; messages, or bytes
+    sent as they are), responses read to the end, under the deadline."""
     kinds = {
         (False, False): channel.unary_unary,
         (False, True): channel.unary_stream,
@@ -363,7 +367,7 @@ def call(channel: grpc.Channel, method: Method, requests: list[Message]) -> Outc
     make = kinds[(method.client_streaming, method.server_streaming)]
     stub = make(
         method.path,
-        request_serializer=lambda m: m.SerializeToString(),
+        request_serializer=_serialize,
         response_deserializer=method.response.FromString,
     )
     argument: Any = iter(requests) if method.client_streaming else requests[0]
@@ -535,6 +539,45 @@ def test_generated_requests(path: str, request: pytest.FixtureRequest) -> None:
         outcome = _succeeds(channel, method, _valid_requests(channel, method, case))
         for code, message in _stream_errors(outcome.responses):
             pytest.fail(f"a valid {path} got an error event {code}: {message}")
+    finally:
+        channel.close()
+
+
+NOT_A_MESSAGE = st.one_of(
+    st.binary(max_size=64).map(lambda b: b"\xff" + b),  # wire type 7: no message has it
+    st.binary(max_size=64).map(lambda b: b"\x0a\xff\xff\xff\x0f" + b),  # a length past the end
+)
+"""Bytes that no protobuf parser accepts, whatever the message type."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(CASES))
+def test_bytes_that_are_no_message(path: str, request: pytest.FixtureRequest) -> None:
+    """A request (or, in a stream, a message after valid ones) whose bytes do not parse is
+    INVALID_ARGUMENT naming the message type: grpc answered UNKNOWN "Unexpected DecodeError"
+    before any handler ran, until the interceptor took the deserializer's error."""
+    method, case = METHODS[path], CASES[path]
+    proc: ServiceProcess = request.getfixturevalue(case.fixture)
+    channel = _channel(proc)
+    prefixes = range(len(case.valid) + 1) if method.client_streaming else range(1)
+
+    @settings(
+        max_examples=5,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(garbage=NOT_A_MESSAGE, prefix=st.sampled_from(list(prefixes)))
+    def fuzz(garbage: bytes, prefix: int) -> None:
+        sent: list[Any] = [*case.valid[:prefix], garbage]
+        outcome = call(channel, method, sent)
+        assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (outcome, sent)
+        assert f"not a valid {method.request.DESCRIPTOR.full_name}" in outcome.details
+
+    try:
+        fuzz()
+        _healthy(channel, method.service)
     finally:
         channel.close()
 
