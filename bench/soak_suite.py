@@ -18,6 +18,7 @@ from pathlib import Path
 from devtools.envoy import EnvoyProcess, running_envoy
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
+from tests.support.envoy import REPLICA_ENV
 from tests.support.gateway import GatewayProcess, gateway_env
 
 __all__ = ["KINDS", "SoakSuite", "soak_suite"]
@@ -25,39 +26,6 @@ __all__ = ["KINDS", "SoakSuite", "soak_suite"]
 KINDS = ("stt", "tts", "llm", "image")
 ARTIFACT_TMPFS = "64m"
 
-MODEL_ENV: dict[str, dict[str, str]] = {
-    "stt": {
-        "CHORUS_STT_MODEL": "whisper-tiny.en",
-        "CHORUS_STT_EXTRA_MODELS": "[]",
-        "CHORUS_STT_BEAM_SIZE": "1",
-        "CHORUS_STT_CPU_THREADS": "1",
-        "CHORUS_STT_MAX_QUEUE": "64",
-        "CHORUS_STT_GRACE_SECONDS": "2",
-    },
-    "tts": {
-        "CHORUS_TTS_BACKEND": "piper",
-        "CHORUS_TTS_MAX_QUEUE": "32",
-        "CHORUS_TTS_GRACE_SECONDS": "2",
-    },
-    "llm": {
-        "CHORUS_LLM_BACKEND": "llama-cpp",
-        "CHORUS_LLM_MODEL": "gemma-3-270m",
-        "CHORUS_LLM_MAX_WORKERS": "1",
-        "CHORUS_LLM_MAX_QUEUE": "16",
-        "CHORUS_LLM_MAX_TOKENS_LIMIT": "1024",
-        "CHORUS_LLM_CPU_THREADS": "1",
-    },
-    "image": {
-        "CHORUS_IMAGE_BACKEND": "diffusers",
-        "CHORUS_IMAGE_MAX_WORKERS": "1",
-        "CHORUS_IMAGE_MAX_QUEUE": "8",
-        "CHORUS_IMAGE_MAX_PROMPT_CHARS": "200",
-        "CHORUS_IMAGE_DEFAULT_WIDTH": "64",
-        "CHORUS_IMAGE_DEFAULT_HEIGHT": "64",
-        "CHORUS_IMAGE_DEFAULT_STEPS": "4",
-        "CHORUS_IMAGE_CPU_THREADS": "1",
-    },
-}
 STAGE_TIMEOUT_SECONDS = 20
 """The orchestrator's per-stage deadlines (transcription, reply, speech per sentence, image):
 short, so a slow downstream (Envoy's delay) ends turns with a deadline error instead of
@@ -110,7 +78,7 @@ class SoakSuite:
 
 
 def _model_env(kind: str, folder: Path) -> dict[str, str]:
-    env = dict(MODEL_ENV[kind])
+    env = dict(REPLICA_ENV[kind])
     if kind == "image":
         from tests.support.tiny_diffusers import build_tiny_sd
 

@@ -37,25 +37,14 @@ from deploy.envoy.render import (
 from devtools.launcher import running_suite
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME, HEALTH_ROUTE_HEADER, SERVICES
-from tests.support.envoy import EnvoyProcess, replicas, running_envoy
+from tests.support.envoy import REPLICA_ENV, EnvoyProcess, replicas, running_envoy
 from tests.support.services import metric_value, scrape
 from tests.support.speech import espeak
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 TRANSCRIBE = "/chorus.v1.SpeechToText/Transcribe"
-STT_ENV = {
-    "CHORUS_STT_MODEL": "whisper-tiny.en",
-    "CHORUS_STT_EXTRA_MODELS": "[]",
-    "CHORUS_STT_BEAM_SIZE": "1",
-    "CHORUS_STT_CPU_THREADS": "1",
-    "CHORUS_STT_MAX_QUEUE": "64",
-    "CHORUS_STT_GRACE_SECONDS": "2",
-}
-TTS_ENV = {
-    "CHORUS_TTS_BACKEND": "piper",
-    "CHORUS_TTS_MAX_QUEUE": "32",
-    "CHORUS_TTS_GRACE_SECONDS": "2",
-}
+STT_ENV = REPLICA_ENV["stt"]
+TTS_ENV = REPLICA_ENV["tts"]
 
 
 # --- configuration ------------------------------------------------------------------------------

@@ -62,35 +62,15 @@ from websockets.sync.client import ClientConnection, connect
 from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
 from tests.conftest import IMAGE_LIMITS, LLM_LIMITS, TURN_LIMITS
-from tests.support.envoy import EnvoyProcess, replicas, running_envoy
+from tests.support.envoy import REPLICA_ENV, EnvoyProcess, replicas, running_envoy
 from tests.support.gateway import GatewayProcess, sse_events
 from tests.support.services import metric_value, scrape, started
 from tests.support.speech import espeak
 
-STT_ENV = {
-    "CHORUS_STT_MODEL": "whisper-tiny.en",
-    "CHORUS_STT_EXTRA_MODELS": "[]",
-    "CHORUS_STT_BEAM_SIZE": "1",
-    "CHORUS_STT_CPU_THREADS": "1",
-    "CHORUS_STT_MAX_QUEUE": "64",
-    "CHORUS_STT_GRACE_SECONDS": "2",
-}
-TTS_ENV = {"CHORUS_TTS_BACKEND": "piper", "CHORUS_TTS_MAX_QUEUE": "64"}
-LLM_ENV = {
-    **LLM_LIMITS,
-    "CHORUS_LLM_BACKEND": "llama-cpp",
-    "CHORUS_LLM_MODEL": "gemma-3-270m",
-    "CHORUS_LLM_CPU_THREADS": "1",
-    "CHORUS_LLM_MAX_QUEUE": "16",
-    "CHORUS_LLM_LOG_LEVEL": "INFO",
-}
-IMAGE_ENV = {
-    **IMAGE_LIMITS,
-    "CHORUS_IMAGE_BACKEND": "diffusers",
-    "CHORUS_IMAGE_CPU_THREADS": "1",
-    "CHORUS_IMAGE_MAX_QUEUE": "16",
-    "CHORUS_IMAGE_LOG_LEVEL": "INFO",
-}
+STT_ENV = REPLICA_ENV["stt"]
+TTS_ENV = REPLICA_ENV["tts"]
+LLM_ENV = {**LLM_LIMITS, **REPLICA_ENV["llm"], "CHORUS_LLM_LOG_LEVEL": "INFO"}
+IMAGE_ENV = {**IMAGE_LIMITS, **REPLICA_ENV["image"], "CHORUS_IMAGE_LOG_LEVEL": "INFO"}
 KINDS = ("stt", "tts", "llm", "image")
 API_KEY = "sk-chorus-faults-3b9d"
 
