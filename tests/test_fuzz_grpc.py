@@ -171,6 +171,9 @@ class Case:
     examples: int = 20
     limits: Limits = SMALL
     after: tuple[Message, ...] = field(default=())
+    first_only: bool = False
+    """The first message's kind (a oneof member) may come only first: the ordered streams'
+    later messages keep off it, so they reach the input behind it."""
     """For a stream: valid messages that may follow the generated first ones (so a valid
     config is followed by generated input, and generated config by valid input)."""
 
@@ -205,6 +208,7 @@ CASES: dict[str, Case] = {
         (STT_CONFIG, stt_pb2.StreamingTranscribeRequest(audio_chunk=PCM_16K)),
         examples=25,
         limits=STREAMED,
+        first_only=True,
     ),
     "/chorus.v1.SpeechToText/ListModels": Case(
         "stt_faster_whisper", (common_pb2.ListModelsRequest(),), examples=3
@@ -255,6 +259,7 @@ CASES: dict[str, Case] = {
         25,
         STREAMED,
         after=(pb.ConverseRequest(end_of_input=pb.EndOfInput()),),
+        first_only=True,
     ),
     "/chorus.v1.Orchestrator/Session": Case(
         "orchestrator",
@@ -431,25 +436,36 @@ def _requests(method: Method, case: Case) -> st.SearchStrategy[list[Message]]:
     if not method.client_streaming:
         return st.lists(one, min_size=1, max_size=1)
     anything = st.one_of(one, st.sampled_from(case.valid + case.after))
-    valid_start = st.tuples(st.just(list(case.valid[:1])), st.lists(anything, max_size=3)).map(
+    rest = anything
+    if case.first_only:
+        first_kind = _kind(case.valid[0])
+        rest = anything.filter(lambda m: _kind(m) != first_kind)
+    valid_start = st.tuples(st.just(list(case.valid[:1])), st.lists(rest, max_size=3)).map(
         lambda parts: [*parts[0], *parts[1]]
     )
     # The protocol's order kept (a first message, input, the closing ones) with a field or two
     # changed: what gets past the stream's first checks to the work behind them.
     first = bounded(st.one_of(st.just(case.valid[0]), mutations(case.valid[0], case.limits)))
     later = case.valid[1:]
-    middle = st.lists(
+    later_one = (
         bounded(st.one_of(st.sampled_from(later), *[mutations(v, case.limits) for v in later]))
         if later
-        else one,
-        min_size=1,
-        max_size=2,
+        else one
     )
+    if case.first_only:
+        later_one = later_one.filter(lambda m: _kind(m) != first_kind)
+    middle = st.lists(later_one, min_size=1, max_size=2)
     ordered = st.tuples(first, middle).map(lambda parts: [parts[0], *parts[1], *case.after])
     # Half the streams keep the protocol's order (one_of draws its branches alike).
     return st.one_of(ordered, st.lists(anything, max_size=4), ordered, valid_start).map(
         lambda sent: [_copy(m) for m in sent]
     )
+
+
+def _kind(message: Message) -> str | None:
+    """The member set in a message's first oneof (None: none set, or no oneof)."""
+    oneofs = message.DESCRIPTOR.oneofs
+    return message.WhichOneof(oneofs[0].name) if oneofs else None
 
 
 def _copy(message: Message) -> Message:
