@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import threading
 import uuid
 from collections import deque
@@ -161,7 +162,23 @@ def new_event_id() -> str:
 
 
 def dumps(event: JSON) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    """An event as the socket sends it: strict JSON, where a NaN or an infinity (from a peer
+    that sent one) is null; Python's ``NaN`` token is no JSON, and a browser's ``JSON.parse``
+    throws on it (found by tests/fast/test_fuzz_realtime.py)."""
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(event), separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(member) for key, member in value.items()}
+    if isinstance(value, list):
+        return [_finite(member) for member in value]
+    return value
 
 
 def error_event(
