@@ -261,10 +261,21 @@ def orchestrator_env(
 
 @pytest.fixture(scope="session")
 def orchestrator(
-    logs: Path, stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers
+    logs: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    stt_faster_whisper,
+    tts_piper,
+    llm_llama_cpp,
+    image_diffusers,
 ) -> Iterator[ServiceProcess]:
-    """The orchestrator over the real model services."""
-    env = orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers)
+    """The orchestrator over the real model services, its stores in the session's own folder
+    (never the user's ~/.cache/chorus: the fuzz tests create conversations)."""
+    stores = tmp_path_factory.mktemp("orchestrator-stores")
+    env = {
+        **orchestrator_env(stt_faster_whisper, tts_piper, llm_llama_cpp, image_diffusers),
+        "CHORUS_ARTIFACTS_FOLDER": str(stores / "artifacts"),
+        "CHORUS_CONVERSATIONS_URL": f"sqlite:///{stores / 'conversations.sqlite3'}",
+    }
     with running("orchestrator", env, logs, "a") as p:
         yield p
 
@@ -286,6 +297,8 @@ def gateway(
         tts=tts_piper,
         llm=llm_llama_cpp,
         image=image_diffusers,
+        # The orchestrator's artifact store: /v1/artifacts serves what its turns kept.
+        CHORUS_ARTIFACTS_FOLDER=orchestrator.env["CHORUS_ARTIFACTS_FOLDER"],
         **TURN_LIMITS,
     )
     with running_gateway(env, logs, "suite", ready="/readyz") as proc:
