@@ -22,7 +22,6 @@ import pytest
 import requests
 import schemathesis
 from chorus.v1 import common_pb2, llm_pb2_grpc, tts_pb2
-from hypothesis import HealthCheck, Phase, settings
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import (
@@ -36,7 +35,13 @@ from gateway import GatewaySettings, create_app
 from gateway.openapi import document
 from gateway.responses import Voice
 from tests.conftest import tts_stub
-from tests.support.gateway import GatewayProcess, gateway_env, running_gateway, sse_events
+from tests.support.gateway import (
+    GatewayProcess,
+    gateway_env,
+    running_gateway,
+    schema_settings,
+    sse_events,
+)
 from tests.support.speech import decode_any, espeak, word_overlap, words
 
 QUESTION = "What is the capital of France?"
@@ -611,14 +616,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(
 
 
 @schema.parametrize()
-@settings(
-    max_examples=5,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@schema_settings(5)
 def test_schemathesis_conforms(case, api: GatewayProcess):
     """No server error, and every answer has a status, media type and body the document gives
     (so the response models in gateway/responses.py are what the handlers send)."""

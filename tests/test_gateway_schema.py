@@ -17,7 +17,6 @@ import json
 from typing import Any
 
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -25,7 +24,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, schema_settings
 from tests.test_gateway import DOCUMENT
 from tests.test_gateway import schema as models_run
 from tests.test_stored_conversations import _conversations as conversations_run
@@ -74,14 +73,7 @@ def _bound_options(options: dict[str, Any]) -> None:
 
 
 @orchestrated_run.parametrize()
-@settings(
-    max_examples=8,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@schema_settings(8)
 def test_orchestrated_routes_conform(case: Any, gateway: GatewayProcess) -> None:
     """/api/turns (typed and spoken turns, read to the end of their event stream) and /readyz:
     no server error, and every answer is one the document gives."""

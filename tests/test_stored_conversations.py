@@ -21,7 +21,6 @@ import pytest
 import schemathesis
 from chorus.v1 import llm_pb2, orchestrator_pb2_grpc
 from chorus.v1 import orchestrator_pb2 as pb
-from hypothesis import HealthCheck, Phase, settings
 from pydantic import SecretStr
 from schemathesis.checks import (
     content_type_conformance,
@@ -40,6 +39,7 @@ from services.common.conversations import (
     open_repository,
 )
 from tests.conftest import orchestrator_env
+from tests.support.gateway import schema_settings
 from tests.support.postgres import PostgresCluster, find_bin, postgres_cluster
 from tests.support.services import running
 from tests.test_artifacts_s3 import (  # noqa: F401 (fixtures)
@@ -678,14 +678,7 @@ _conversations = schemathesis.openapi.from_dict(document(create_app())).include(
 
 
 @_conversations.parametrize()
-@settings(
-    max_examples=10,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+@schema_settings(10)
 def test_the_conversations_api_conforms(case: Any, open_gateway: Any) -> None:
     """schemathesis on /v1/conversations against a real store: no server error, and every
     answer has a status, media type and body the OpenAPI document gives."""

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import requests
+from hypothesis import HealthCheck, Phase, settings
 
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
@@ -89,3 +90,18 @@ def sse_events(response: requests.Response) -> Iterator[tuple[str, dict]]:
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+def schema_settings(max_examples: int) -> settings:
+    """Hypothesis settings of every schemathesis run against a live gateway: the same examples
+    on every machine (derandomized, no example database), no per-example deadline (a turn takes
+    seconds), explicit examples then generated ones, and no health check (a live server is
+    slow by Hypothesis's measure, not by ours)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
