@@ -23,6 +23,7 @@ behind a real Envoy, one orchestrator and one gateway given only Envoy's address
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import json
 import os
@@ -57,13 +58,13 @@ from chorus.v1 import (
 )
 from chorus.v1 import orchestrator_pb2 as pb
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from devtools.processes import ROOT, ServiceProcess, free_port
 from services.catalog import BY_NAME
 from tests.conftest import IMAGE_LIMITS, LLM_LIMITS, TURN_LIMITS
 from tests.support.envoy import REPLICA_ENV, EnvoyProcess, replicas, running_envoy
-from tests.support.gateway import GatewayProcess, sse_events
+from tests.support.gateway import GatewayProcess, realtime_socket, receive_until, sse_events
 from tests.support.services import metric_value, scrape, started
 from tests.support.speech import espeak
 
@@ -126,7 +127,7 @@ def test_ctrl_c_on_make_run_stops_everything_at_once(logs: Path, tiny_sd: Path) 
         assert browser.get(f"{url}/api/config", timeout=30).status_code == 200
         assert browser.get(f"{url}/api/voices", timeout=30).status_code == 200
         socket = _ws_connect(url, headers={})
-        _receive_until(socket, "session.created")
+        receive_until(socket, "session.created")
         stream = requests.post(
             f"{url}/api/turns",
             json={"text": "Tell me a long story about a lighthouse.", "max_tokens": 60},
@@ -177,22 +178,7 @@ def _wait_for_serving(launcher: subprocess.Popen[bytes], log: Path, timeout: flo
     raise TimeoutError(f"the suite was not SERVING within {timeout:.0f} s")
 
 
-def _ws_connect(url: str, **kwargs: Any) -> ClientConnection:
-    headers = kwargs.pop("headers", {"Authorization": f"Bearer {API_KEY}"})
-    return connect(
-        url.replace("http://", "ws://") + "/v1/realtime?model=chorus",
-        additional_headers=headers,
-        open_timeout=30,
-        **kwargs,
-    )
-
-
-def _receive_until(ws: ClientConnection, kind: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if event["type"] == kind:
-            return dict(event)
+_ws_connect = functools.partial(realtime_socket, api_key=API_KEY)
 
 
 # --- the shared suite ---------------------------------------------------------------------------
@@ -671,7 +657,7 @@ def _realtime_reply(ws: ClientConnection) -> dict[str, Any]:
             }
         )
     )
-    return _receive_until(ws, "response.done", timeout=120)["response"]
+    return receive_until(ws, "response.done", timeout=120)["response"]
 
 
 def test_orchestrator_restart_closes_live_sessions_and_clients_reconnect(suite: Suite) -> None:
@@ -684,7 +670,7 @@ def test_orchestrator_restart_closes_live_sessions_and_clients_reconnect(suite: 
     sockets = [_ws_connect(url) for _ in range(3)]
     try:
         for ws in sockets:
-            _receive_until(ws, "session.created")
+            receive_until(ws, "session.created")
         assert _realtime_reply(sockets[0])["status"] == "completed"
         assert orchestrator.process is not None
         started_at = time.monotonic()
@@ -741,7 +727,7 @@ def _reconnect(url: str, timeout: float = 30) -> ClientConnection:
     while True:
         ws = _ws_connect(url)
         try:
-            _receive_until(ws, "session.created", timeout=30)
+            receive_until(ws, "session.created", timeout=30)
             return ws
         except ConnectionClosed:
             ws.close()

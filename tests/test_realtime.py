@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import signal
 import time
@@ -22,12 +23,17 @@ import openai
 import pytest
 from chorus.v1 import stt_pb2, stt_pb2_grpc
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
 from devtools.processes import ServiceProcess
 from tests.conftest import orchestrator_env
 from tests.support.envoy import EnvoyProcess, running_envoy
-from tests.support.gateway import GatewayProcess, gateway_env, running_gateway
+from tests.support.gateway import (
+    GatewayProcess,
+    gateway_env,
+    realtime_socket,
+    receive_until,
+    running_gateway,
+)
 from tests.support.services import metric_value, running, scrape
 from tests.support.session import RATE, Spoken, silence, spoken
 from tests.support.speech import wav_bytes, word_overlap
@@ -284,22 +290,7 @@ def test_barge_in_over_the_socket(url: str, clips) -> None:
 # -- raw WebSocket: bad input, auth, limits, replicas ------------------------------------------
 
 
-def ws_connect(url: str, **kwargs: Any) -> ClientConnection:
-    headers = kwargs.pop("headers", {"Authorization": f"Bearer {API_KEY}"})
-    return connect(
-        url.replace("http://", "ws://") + "/v1/realtime?model=chorus",
-        additional_headers=headers,
-        open_timeout=30,
-        **kwargs,
-    )
-
-
-def receive_until(ws: ClientConnection, kind: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if event["type"] == kind:
-            return event
+ws_connect = functools.partial(realtime_socket, api_key=API_KEY)
 
 
 def test_bad_input_gets_error_events_and_the_session_stays_open(url: str) -> None:

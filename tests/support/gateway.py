@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import requests
 from hypothesis import HealthCheck, Phase, settings
+from websockets.sync.client import ClientConnection, connect
 
 from devtools.processes import ServiceProcess, free_port
 from services.catalog import BY_NAME
@@ -105,3 +108,25 @@ def schema_settings(max_examples: int) -> settings:
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
+
+
+def realtime_socket(url: str, api_key: str | None = None, **kwargs: Any) -> ClientConnection:
+    """A raw ``/v1/realtime`` socket to the gateway at ``url`` (model ``chorus``), the key as a
+    bearer header; ``headers=`` replaces that header (``{}``: no key at all)."""
+    headers = kwargs.pop("headers", {"Authorization": f"Bearer {api_key}"} if api_key else {})
+    return connect(
+        url.replace("http://", "ws://") + "/v1/realtime?model=chorus",
+        additional_headers=headers,
+        open_timeout=30,
+        **kwargs,
+    )
+
+
+def receive_until(ws: ClientConnection, kind: str, timeout: float = 60) -> dict[str, Any]:
+    """The next server event of type ``kind`` on ``ws``, skipping the others; TimeoutError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if event["type"] == kind:
+            return dict(event)
