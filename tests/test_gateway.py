@@ -24,12 +24,6 @@ import schemathesis
 from chorus.v1 import common_pb2, llm_pb2_grpc, tts_pb2
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from gateway import GatewaySettings, create_app
 from gateway.openapi import document
@@ -37,6 +31,7 @@ from gateway.responses import Voice
 from tests.conftest import tts_stub
 from tests.support.gateway import (
     GatewayProcess,
+    conforms,
     gateway_env,
     running_gateway,
     schema_settings,
@@ -631,13 +626,4 @@ def test_schemathesis_conforms(case, api: GatewayProcess):
         for key, most in (("steps", 2), ("n", 2)):
             if not isinstance(body.get(key), int) or body[key] > most:
                 body[key] = most
-    case.call_and_validate(
-        base_url=api.url,
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-        timeout=120,
-    )
+    conforms(case, api.url)

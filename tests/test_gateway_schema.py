@@ -17,14 +17,8 @@ import json
 from typing import Any
 
 import schemathesis
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
-from tests.support.gateway import GatewayProcess, schema_settings
+from tests.support.gateway import GatewayProcess, conforms, schema_settings
 from tests.test_gateway import DOCUMENT
 from tests.test_gateway import schema as models_run
 from tests.test_stored_conversations import _conversations as conversations_run
@@ -89,13 +83,4 @@ def test_orchestrated_routes_conform(case: Any, gateway: GatewayProcess) -> None
                 body["options"] = json.dumps(options)
         else:
             _bound_options(body)
-    case.call_and_validate(
-        base_url=gateway.url,
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-        timeout=120,
-    )
+    conforms(case, gateway.url)

@@ -22,12 +22,6 @@ import schemathesis
 from chorus.v1 import llm_pb2, orchestrator_pb2_grpc
 from chorus.v1 import orchestrator_pb2 as pb
 from pydantic import SecretStr
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from devtools.processes import ServiceProcess
 from gateway.app import create_app
@@ -39,7 +33,7 @@ from services.common.conversations import (
     open_repository,
 )
 from tests.conftest import orchestrator_env
-from tests.support.gateway import schema_settings
+from tests.support.gateway import conforms, schema_settings
 from tests.support.postgres import PostgresCluster, find_bin, postgres_cluster
 from tests.support.services import running
 from tests.test_artifacts_s3 import (  # noqa: F401 (fixtures)
@@ -682,13 +676,4 @@ _conversations = schemathesis.openapi.from_dict(document(create_app())).include(
 def test_the_conversations_api_conforms(case: Any, open_gateway: Any) -> None:
     """schemathesis on /v1/conversations against a real store: no server error, and every
     answer has a status, media type and body the OpenAPI document gives."""
-    case.call_and_validate(
-        base_url=open_gateway.url,
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-        timeout=60,
-    )
+    conforms(case, open_gateway.url, timeout=60)

@@ -14,6 +14,12 @@ from typing import Any
 
 import requests
 from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from websockets.sync.client import ClientConnection, connect
 
 from devtools.processes import ServiceProcess, free_port
@@ -107,6 +113,21 @@ def schema_settings(max_examples: int) -> settings:
         database=None,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
+    )
+
+
+def conforms(case: Any, base_url: str, timeout: float = 120) -> None:
+    """Send a schemathesis case to a live gateway and check the answer against the document:
+    no server error, and a status, media type and body that ``/openapi.json`` gives."""
+    case.call_and_validate(
+        base_url=base_url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+        timeout=timeout,
     )
 
 
