@@ -92,31 +92,13 @@ _GOING_AWAY = (1001, "the gateway is shutting down")
 
 
 class SessionRegistry:
-    """This process's open realtime sockets: admitted against the limit before the upgrade, and
-    closed together when the worker stops."""
+    """This process's open realtime sockets, closed together when the worker stops. (How many
+    are admitted against the limits is the app's ``Capacity``, ``gateway/capacity.py``.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._admitted = 0
         self._open: set[RealtimeSocket] = set()
         self.stopping = False
-
-    def admit(self, limit: int) -> bool:
-        """Take a place (``release`` gives it back), unless ``limit`` are taken or stopping."""
-        with self._lock:
-            if self.stopping or self._admitted >= limit:
-                return False
-            self._admitted += 1
-            return True
-
-    def release(self) -> None:
-        with self._lock:
-            self._admitted = max(0, self._admitted - 1)
-            self._lock.notify_all()
-
-    @property
-    def admitted(self) -> int:
-        return self._admitted
 
     def add(self, session: RealtimeSocket) -> bool:
         """Register an open socket; False when the worker is stopping already."""
@@ -439,13 +421,13 @@ def _admit() -> None:
     settings = settings_of()
     check_socket_origin(request, settings)
     realtime_model(request.args.get("model") or DEFAULT_MODEL)
-    limit = settings.realtime_session_limit
-    if not SESSIONS.admit(limit):
-        if SESSIONS.stopping:
-            raise ApiError(503, "the gateway is shutting down", "unavailable")
-        raise _busy(f"too many realtime sessions open on this gateway process (limit {limit})")
-    if not capacity_of().take("socket"):
-        SESSIONS.release()
+    if SESSIONS.stopping:
+        raise ApiError(503, "the gateway is shutting down", "unavailable")
+    capacity = capacity_of()
+    if not capacity.take("socket"):
+        limit = capacity.limit("socket")
+        if capacity.open("socket") >= limit:
+            raise _busy(f"too many realtime sessions open on this gateway process (limit {limit})")
         raise _busy("every thread of this gateway process but one holds a stream or a socket")
     g.realtime_admitted = True
 
@@ -461,7 +443,6 @@ def _busy(why: str) -> ApiError:
 @blueprint.teardown_request
 def _release(_: BaseException | None) -> None:
     if g.pop("realtime_admitted", False):
-        SESSIONS.release()
         capacity_of().release("socket")
 
 

@@ -29,6 +29,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
 
 from gateway.app import create_app
+from gateway.capacity import capacity_of
 from gateway.openai import realtime
 from gateway.settings import GatewaySettings
 from services.common.errors import UpstreamError, to_rpc_status
@@ -193,7 +194,7 @@ def test_a_session_over_the_socket(served: tuple[Gateway, Orchestrator]) -> None
     assert fake.ended.wait(10)
     kinds = [r.WhichOneof("request") for r in fake.requests]
     assert kinds == ["config", "create_item", "create_response"]
-    assert wait_for(lambda: realtime.SESSIONS.admitted == 0)
+    assert wait_for(lambda: capacity_of(gw.app).open("socket") == 0)
 
 
 def test_refusals_before_the_upgrade(orchestrator: tuple[Orchestrator, int]) -> None:
@@ -220,7 +221,7 @@ def test_refusals_before_the_upgrade(orchestrator: tuple[Orchestrator, int]) -> 
                 gw.connect(additional_headers={"Authorization": f"Bearer {KEY}"})
             assert refused.value.response.status_code == 429
             assert json.loads(refused.value.response.body)["error"]["code"] == "too_many_sessions"
-        assert wait_for(lambda: realtime.SESSIONS.admitted == 0)
+        assert wait_for(lambda: capacity_of(gw.app).open("socket") == 0)
         with gw.connect(additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
             receive(ws, "session.created")
     finally:
@@ -341,7 +342,7 @@ def test_a_client_that_stops_reading_ends_its_session(
             raw.sendall(client.send(TextMessage(data=json.dumps(event))))
         # ... and never read again.
         assert fake.ended.wait(30), "the call was not cancelled"
-        assert wait_for(lambda: realtime.SESSIONS.admitted == 0, 30)
+        assert wait_for(lambda: capacity_of(gw.app).open("socket") == 0, 30)
         raw.close()
     finally:
         gw.close()
