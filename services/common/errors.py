@@ -131,9 +131,18 @@ class UpstreamError(ChorusError):
 
 def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError, service: str) -> UpstreamError:
     """Wrap a failed downstream call, naming the service so the caller knows where it failed
-    (a ``RetryInfo`` is kept, so an overloaded service stays "retry later" upstream)."""
+    (a ``RetryInfo`` is kept, so an overloaded service stays "retry later" upstream).
+
+    A stream reset under the call (a replica killed mid-stream, seen through Envoy) reaches
+    the caller as INTERNAL "Stream removed (RST_STREAM ...)": that is the service's loss, which
+    a retry may pass, not a bug in it, so it is UNAVAILABLE and says what happened."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = error.details() if hasattr(error, "details") else str(error)
+    details = (error.details() if hasattr(error, "details") else str(error)) or ""
+    if code == grpc.StatusCode.INTERNAL and "RST_STREAM" in details:
+        return UpstreamError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"{service}: the call was cut off mid-stream (its replica went away); try again",
+        )
     return UpstreamError(code, f"{service}: {details}", retry_after=retry_after_of(error))
 
 

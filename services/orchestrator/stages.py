@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
-from services.common.errors import ChorusError, DeadlineExceeded, UpstreamError, from_rpc_error
+from services.common.errors import ChorusError, DeadlineExceeded, from_rpc_error
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.settings import OrchestratorSettings
 
@@ -69,13 +69,6 @@ def _named_field(error: grpc.aio.AioRpcError) -> str | None:
     return None
 
 
-def _cut_off(error: grpc.aio.AioRpcError) -> bool:
-    """A stream reset under the call (a replica killed mid-stream, seen through Envoy): gRPC
-    says INTERNAL "Stream removed (RST_STREAM ...)"; it is the service's loss, a retry may
-    pass (UNAVAILABLE), not a bug in it."""
-    return error.code() == grpc.StatusCode.INTERNAL and "RST_STREAM" in (error.details() or "")
-
-
 @contextmanager
 def stage_errors(
     stage: pb.Stage, service: str, fields: Mapping[str, str] | None = None
@@ -96,11 +89,6 @@ def stage_errors(
     try:
         yield
     except grpc.aio.AioRpcError as err:
-        if _cut_off(err):
-            message = (
-                f"{service}: the call was cut off mid-stream (its replica went away); try again"
-            )
-            raise StageFailed(stage, UpstreamError(grpc.StatusCode.UNAVAILABLE, message)) from None
         error = from_rpc_error(err, service)
         error.field = (fields or {}).get(_named_field(err) or "")
         raise StageFailed(stage, error) from None

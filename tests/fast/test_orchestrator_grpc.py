@@ -138,6 +138,36 @@ async def test_a_busy_stage_says_when_to_retry_and_a_limit_says_never() -> None:
         assert retry_after_of(raised.value) == (expected or None)
 
 
+async def test_a_stream_cut_under_a_stage_is_unavailable_and_says_so() -> None:
+    """A replica killed mid-stream reaches the orchestrator (through Envoy) as INTERNAL "Stream
+    removed (RST_STREAM ...)": the stage fails UNAVAILABLE, a retry may pass, with a message
+    that says what happened instead of gRPC's transport words."""
+    cut = grpc.aio.AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        "Stream removed (RST_STREAM with error code 2)",
+    )
+    events: list[pb.TurnEvent] = []
+    async with Served(stage_fakes(generate=AioStreaming([cut]))) as stub:
+        call = stub.Converse(
+            converse(
+                pb.ConverseRequest(config=TEXT_TURN),
+                pb.ConverseRequest(text="hello"),
+                pb.ConverseRequest(end_of_input=pb.EndOfInput()),
+            )
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for event in call:
+                events.append(event)
+    error = events[-1].error
+    assert (error.stage, error.code, error.fatal) == (pb.STAGE_REPLY, "UNAVAILABLE", True)
+    assert error.message == (
+        "text-generation: the call was cut off mid-stream (its replica went away); try again"
+    )
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 async def test_a_request_without_its_config_first_is_refused_naming_config() -> None:
     async with Served(stage_fakes()) as stub:
         call = stub.Converse(converse(pb.ConverseRequest(text="hi")))
